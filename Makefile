@@ -1,0 +1,45 @@
+# facegen: `make course` runs the course, `make test` runs the tests. Both create .venv on first use.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.facegen-installed
+# pip on these machines prints one warning per local index folder it skips; they are noise, not errors.
+PIP_NOISE := is ignored: it is neither a file nor a directory
+
+.PHONY: install course test unit nbval lab clean distclean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing facegen and its dependencies into $(VENV) (first time: several minutes, torch is large)"
+	$(PY) -m pip install -q -e '.[test,book]' 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
+	@touch $(STAMP)
+
+## The course on the embedded SynthFaces data, with the default profile (FACEGEN_PROFILE, else gpu/cpu by device).
+course: install
+	$(VENV)/bin/facegen course
+
+## Unit tests, then every notebook under nbval with the tiny `ci` profile.
+test: unit nbval
+
+unit: install
+	$(PY) -m pytest tests -q
+
+# pytest exits 5 when it collects nothing: no notebooks yet is not a failure (here, and only here).
+nbval: install
+	@rc=0; FACEGEN_PROFILE=ci $(PY) -m pytest --nbval -q notebooks/ -p no:cacheprovider || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "nbval: no notebooks to check yet"; else exit $$rc; fi
+
+lab: install
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf artifacts book/_build .pytest_cache
+	find data -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,76 @@
+"""Training checkpoints that can resume exactly: model, optimizer, scheduler, step, history and every RNG state.
+
+Writes are atomic (temp file, then rename), so an interrupted save never destroys the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, **state: Any) -> None:
+    """Save `state` (e.g. model=..., optimizer=..., step=...) plus the RNG states, atomically.
+
+    Modules, optimizers and schedulers are stored through their `state_dict()`."""
+    payload = {key: value.state_dict() if hasattr(value, "state_dict") else value for key, value in state.items()}
+    payload["rng"] = rng_state()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, **objects: Any) -> dict:
+    """Restore the objects given by keyword (model=..., optimizer=...) and the RNG states; return the rest.
+
+    The file holds our own training state (RNG tuples, numpy arrays), which torch's safe `weights_only=True` loader
+    refuses, so it is read with `weights_only=False`: only resume from checkpoints you wrote yourself."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # a truncated or foreign file
+        raise ValueError(f"{path} is not a readable facegen checkpoint ({error})") from error
+    missing = [key for key in objects if key not in payload]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}; keys present: {', '.join(sorted(payload))}")
+    for key, obj in objects.items():
+        obj.load_state_dict(payload[key])
+    set_rng_state(payload["rng"])
+    return {key: value for key, value in payload.items() if key not in objects and key != "rng"}

@@ -1,0 +1,100 @@
+"""`facegen ...`: the course pipeline from the command line (the notebooks call the same functions)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from facegen.config import PROFILE_NAMES
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from facegen.config import describe, get_profile
+
+    print(describe(get_profile(args.profile)))
+    return 0
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from facegen.data import synthfaces
+
+    summary = synthfaces.generate(Path(args.out), args.n, seed=args.seed, workers=args.workers)
+    print(summary)
+    return 0
+
+
+def _cmd_data_summary(args: argparse.Namespace) -> int:
+    from facegen.data.celeba import read_celeba
+    from facegen.data.summary import format_rates
+
+    index = read_celeba(Path(args.root))
+    print(format_rates(index))
+    return 0
+
+
+def _cmd_course(args: argparse.Namespace) -> int:
+    from facegen.config import describe, get_profile
+    from facegen.data.celeba import read_celeba
+    from facegen.data.summary import format_rates
+    from facegen.pipeline import ensure_synthfaces
+
+    profile = get_profile(args.profile)
+    print(describe(profile))
+    folder = ensure_synthfaces(profile)
+    print(format_rates(read_celeba(folder)))
+    return 0
+
+
+def _cmd_train_vqvae(args: argparse.Namespace) -> int:
+    from facegen.config import describe, get_profile
+    from facegen.vqvae_training import train_vqvae
+
+    profile = get_profile(args.profile)
+    print(describe(profile))
+    run = train_vqvae(profile, steps=args.steps, resume=not args.restart)
+    last = run.validation[-1] if run.validation else {}
+    print(f"VQ-VAE saved in {run.folder}: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facegen", description=__doc__)
+    # --profile is accepted after every command (`facegen train-vqvae --profile ci`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--profile", choices=PROFILE_NAMES, default=None,
+                        help="profile to use (default: FACEGEN_PROFILE, else gpu with CUDA, else cpu)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("info", parents=[common], help="print the active profile and device").set_defaults(func=_cmd_info)
+    commands.add_parser("course", parents=[common], help="run the course pipeline on SynthFaces").set_defaults(func=_cmd_course)
+
+    train = commands.add_parser("train-vqvae", parents=[common], help="train (or resume) the profile's VQ-VAE")
+    train.add_argument("--steps", type=int, default=None, help="override the profile's step count")
+    train.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    train.set_defaults(func=_cmd_train_vqvae)
+
+    data = commands.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    synth = data.add_parser("synth", help="render SynthFaces in the CelebA folder layout")
+    synth.add_argument("--n", type=int, required=True, help="number of images")
+    synth.add_argument("--out", required=True, help="output folder (CelebA layout)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    synth.set_defaults(func=_cmd_data_synth)
+    summary = data.add_parser("summary", help="counts and attribute rates of a CelebA-layout folder")
+    summary.add_argument("root", help="folder with img_align_celeba/ and the two list files")
+    summary.set_defaults(func=_cmd_data_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, KeyError) as error:  # bad input: one clear line, no traceback
+        print(f"facegen: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Profiles: one switch (FACEGEN_PROFILE = ci | cpu | gpu) sets every size, step count and seed in the course.
+
+- ci:  tiny models on a few hundred SynthFaces; each notebook runs in seconds (used by `pytest --nbval`).
+- cpu: the course on a laptop CPU; every notebook in <= 10 minutes on 2 cores.
+- gpu: real CelebA at the seed's scale (GPT-2 small, AMP, batch 40 x accumulation 2, 5 epochs).
+
+The codebook size, the 16x16 token grid and the attribute list are the same in `ci` and `cpu`, so cells that print
+formats and shapes give identical output in both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROFILE_NAMES = ("ci", "cpu", "gpu")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "synthfaces"  # "synthfaces" | "celeba" (folder layout) | "hf" (flwrlabs/celeba shaped dataset)
+    n_images: int = 6000  # SynthFaces images to generate (ignored for real CelebA)
+    image_size: int = 128  # side of the square model input, after cropping to the face
+    seed: int = 0
+    num_workers: int = 0  # DataLoader workers; 0 keeps notebooks simple and deterministic
+
+
+@dataclass(frozen=True)
+class VQVAEConfig:
+    codebook_size: int = 512  # K; ids 0..K-1 are the image tokens
+    embed_dim: int = 64  # code vector size
+    hidden: int = 64  # channels of the widest conv layer
+    n_res_blocks: int = 2
+    beta: float = 0.25  # commitment weight
+    ema: bool = True  # EMA codebook updates instead of the codebook loss
+    ema_decay: float = 0.99
+    restart_after: int = 50  # re-seed codes unused for this many steps
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 2e-3
+    val_every: int = 250
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    n_layer: int = 6
+    n_embd: int = 256
+    n_head: int = 8
+    dropout: float = 0.0
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    batch_size: int = 32
+    grad_accum: int = 1
+    steps: int | None = 1500  # optimizer steps; None -> `epochs` over the training split
+    epochs: int = 1
+    mixed_precision: str = "auto"  # "auto" = bf16/fp16 on CUDA, fp32 on CPU (bf16 is emulated and slow there)
+    p_drop_all: float = 0.1  # classifier-free guidance: all attributes -> ? with this probability
+    p_drop_one: float = 0.15  # and each single attribute -> ? with this one
+    val_every: int = 250
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """The small attribute classifier used to judge samples (accuracy, Frechet distance)."""
+
+    width: int = 32
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 2e-3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class VQGANConfig:
+    ch: int = 64
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2)  # f8 at 128 px -> 16x16 tokens
+    num_res_blocks: int = 1
+    attn_resolutions: tuple[int, ...] = (16,)
+    z_channels: int = 64
+    embed_dim: int = 64
+    n_embed: int = 512
+    steps: int = 1500
+    disc_start: int = 600
+    batch_size: int = 16
+    lr: float = 2e-4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    data: DataConfig = field(default_factory=DataConfig)
+    vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
+    gpt: GPTConfig = field(default_factory=GPTConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    vqgan: VQGANConfig = field(default_factory=VQGANConfig)
+    psnr_floor: float = 28.0  # validation PSNR (dB) the trained VQ-VAE must beat; asserted in notebook 02
+
+    @property
+    def artifacts(self) -> Path:
+        """Where this profile's trained models and token shards live (git-ignored)."""
+        return Path(os.environ.get("FACEGEN_ARTIFACTS", REPO_ROOT / "artifacts")) / self.name
+
+    @property
+    def data_dir(self) -> Path:
+        """Where this profile's dataset lives in the CelebA folder layout (SynthFaces is generated there)."""
+        if "FACEGEN_DATA" in os.environ:
+            return Path(os.environ["FACEGEN_DATA"])
+        folder = "celeba" if self.data.source != "synthfaces" else f"synthfaces-{self.name}"
+        return REPO_ROOT / "data" / folder
+
+    def replace(self, **sections) -> "Profile":
+        """A copy with some fields changed, e.g. `profile.replace(vqvae={"steps": 10})`."""
+        changes = {}
+        for key, value in sections.items():
+            current = getattr(self, key)
+            changes[key] = dataclasses.replace(current, **value) if isinstance(value, dict) else value
+        return dataclasses.replace(self, **changes)
+
+
+PROFILES: dict[str, Profile] = {
+    "ci": Profile(
+        name="ci",
+        description="tiny models on 320 SynthFaces, seconds per notebook (CI)",
+        data=DataConfig(n_images=320),
+        vqvae=VQVAEConfig(embed_dim=32, hidden=32, n_res_blocks=1, steps=60, batch_size=16, val_every=30,
+                          restart_after=20),
+        gpt=GPTConfig(n_layer=2, n_embd=64, n_head=4, steps=40, batch_size=8, warmup_steps=5, val_every=20),
+        classifier=ClassifierConfig(width=16, steps=60, batch_size=32),
+        vqgan=VQGANConfig(ch=32, z_channels=32, embed_dim=32, steps=30, disc_start=15, batch_size=8),
+        psnr_floor=14.0,
+    ),
+    "cpu": Profile(
+        name="cpu",
+        description="the course on a laptop CPU: 6,000 SynthFaces, <= 10 minutes per notebook on 2 cores",
+    ),
+    "gpu": Profile(
+        name="gpu",
+        description="real CelebA at the seed's scale: GPT-2 small (12x768), AMP, batch 40 x 2, 5 epochs",
+        data=DataConfig(source="celeba", n_images=0, num_workers=4),
+        vqvae=VQVAEConfig(embed_dim=64, hidden=128, n_res_blocks=2, steps=20000, batch_size=64, lr=1e-3,
+                          val_every=1000),
+        gpt=GPTConfig(n_layer=12, n_embd=768, n_head=12, dropout=0.1, lr=2e-4, weight_decay=0.01,
+                      warmup_steps=500, batch_size=40, grad_accum=2, steps=None, epochs=5, val_every=1000),
+        classifier=ClassifierConfig(width=64, steps=5000, batch_size=128),
+        vqgan=VQGANConfig(ch=128, z_channels=256, embed_dim=256, num_res_blocks=2, n_embed=1024, steps=50000,
+                          disc_start=10000, batch_size=16, lr=4.5e-6 * 16),
+        psnr_floor=24.0,
+    ),
+}
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def default_profile_name() -> str:
+    """FACEGEN_PROFILE when set, else `gpu` with CUDA, else `cpu`."""
+    name = os.environ.get("FACEGEN_PROFILE", "").strip().lower()
+    if name:
+        if name not in PROFILES:
+            raise ValueError(f"FACEGEN_PROFILE={name!r} is not a profile; expected one of {', '.join(PROFILE_NAMES)}")
+        return name
+    return "gpu" if cuda_available() else "cpu"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The profile called `name`, or the active one (see `default_profile_name`)."""
+    name = default_profile_name() if name is None else name.strip().lower()
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; expected one of {', '.join(PROFILE_NAMES)}")
+    return PROFILES[name]
+
+
+def device() -> str:
+    return "cuda" if cuda_available() else "cpu"
+
+
+def describe(profile: Profile | None = None) -> str:
+    """One readable line: the active profile, what it means, and the device it will run on."""
+    profile = profile or get_profile()
+    import torch
+
+    if torch.cuda.is_available():
+        where = f"cuda ({torch.cuda.get_device_name(0)})"
+    else:
+        where = f"cpu ({torch.get_num_threads()} threads)"
+    return f"profile {profile.name!r}: {profile.description}; device: {where}"

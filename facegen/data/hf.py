@@ -1,0 +1,129 @@
+"""CelebA from the Hugging Face hub (`flwrlabs/celeba`) or from a local copy saved with `save_to_disk`.
+
+That dataset has an `image` column (PIL images, 178x218), `celeb_id`, the 40 attributes as bool columns named as in
+CELEBA_ATTRIBUTES, and the official splits `train` / `valid` / `test`. `HFCelebA` gives it the interface of
+`CelebAIndex` that `FaceDataset` uses: `len()`, `image(i)`, `attributes` (N, 40) int8 of -1/1, `split(name)`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import datasets
+import numpy as np
+from PIL import Image
+
+from facegen.attributes import CELEBA_ATTRIBUTES
+from facegen.data.celeba import CelebAFormatError, strict_decoding
+
+HUB_NAME = "flwrlabs/celeba"
+SPLIT_ALIASES = {"validation": "valid", "val": "valid"}  # names other copies use for CelebA's "valid"
+SPLIT_ORDER = ("train", "valid", "test")
+
+
+def canonical_split(name: str) -> str:
+    """"validation" / "val" -> "valid"; other names unchanged."""
+    name = name.strip().lower()
+    return SPLIT_ALIASES.get(name, name)
+
+
+def is_saved_dataset(path: str | os.PathLike) -> bool:
+    """True for a folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
+    path = Path(path)
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+class HFCelebA:
+    """One split of a CelebA-shaped `datasets.Dataset`, seen through the interface of `CelebAIndex`."""
+
+    def __init__(self, dataset: datasets.Dataset, source: str, split_name: str):
+        missing = [c for c in ("image", *CELEBA_ATTRIBUTES) if c not in dataset.column_names]
+        if missing:
+            raise CelebAFormatError(
+                f"{source} (split {split_name!r}): expected an 'image' column and the 40 CelebA attribute columns; "
+                f"missing {len(missing)}: {', '.join(missing)}")
+        self.source, self.split_name = source, split_name
+        self.attribute_names = CELEBA_ATTRIBUTES
+        self.attributes = _attribute_matrix(dataset)
+        self._images = dataset.select_columns(["image"])  # indexing it decodes only the image, not 41 other fields
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def image(self, i: int) -> Image.Image:
+        """Image i as RGB; a `CelebAFormatError` naming the dataset and row if it cannot be decoded."""
+        try:
+            with strict_decoding():
+                image = self._images[int(i)]["image"]
+                image.load()
+        except (OSError, SyntaxError, ValueError) as error:
+            raise CelebAFormatError(f"{self.source} (split {self.split_name!r}), row {i}: cannot decode image "
+                                    f"({error})") from None
+        return image.convert("RGB")
+
+    def split(self, name: str) -> "HFCelebA":
+        """This object when `name` is its split; the hub and saved copies hold one split per object."""
+        if canonical_split(name) != self.split_name:
+            raise ValueError(f"{self.source}: this object holds split {self.split_name!r}; load split {name!r} with "
+                             f"load_hf_celeba(..., split={canonical_split(name)!r})")
+        return self
+
+    def positive_rates(self) -> dict[str, float]:
+        """Percent of images with each attribute, comparable to CELEBA_POSITIVE_PERCENT."""
+        rates = 100.0 * (self.attributes == 1).mean(axis=0) if len(self) else np.zeros(len(CELEBA_ATTRIBUTES))
+        return {name: float(rate) for name, rate in zip(CELEBA_ATTRIBUTES, rates)}
+
+    def __repr__(self) -> str:
+        return f"HFCelebA({self.source!r}, split={self.split_name!r}, {len(self):,} images)"
+
+
+def _attribute_matrix(dataset: datasets.Dataset) -> np.ndarray:
+    """(N, 40) int8 of -1/1 in CelebA order; bool columns (and 0/1 or -1/1 integers) count as positive when > 0."""
+    columns = dataset.select_columns(list(CELEBA_ATTRIBUTES)).with_format("numpy")[:]
+    if len(dataset) == 0:
+        return np.zeros((0, len(CELEBA_ATTRIBUTES)), dtype=np.int8)
+    positive = np.stack([np.asarray(columns[name]) > 0 for name in CELEBA_ATTRIBUTES], axis=1)
+    return np.where(positive, 1, -1).astype(np.int8)
+
+
+def _pick_split(splits: dict[str, datasets.Dataset], requested: str, source: str) -> datasets.Dataset:
+    """The requested split of a DatasetDict ("all" = every split, train/valid/test first), accepting aliases."""
+    by_name = {canonical_split(name): name for name in splits}
+    if requested == "all":
+        order = sorted(by_name, key=lambda n: SPLIT_ORDER.index(n) if n in SPLIT_ORDER else len(SPLIT_ORDER))
+        return datasets.concatenate_datasets([splits[by_name[n]] for n in order])
+    if requested not in by_name:
+        raise ValueError(f"{source}: split {requested!r} does not exist; available splits: "
+                         f"{', '.join(splits) or 'none'} (or 'all')")
+    return splits[by_name[requested]]
+
+
+def _load_local(path: Path, split: str) -> datasets.Dataset:
+    if not is_saved_dataset(path):
+        raise CelebAFormatError(f"{path}: expected a dataset saved with Dataset.save_to_disk or "
+                                f"DatasetDict.save_to_disk (dataset_dict.json or state.json); for CelebA's folder "
+                                f"layout (img_align_celeba/, list_attr_celeba.txt) use data source 'celeba'")
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        return _pick_split(dict(loaded), split, str(path))
+    # A single saved Dataset holds one split; refuse to pass it off as another one it says it is not.
+    own = canonical_split(str(loaded.split)) if loaded.split is not None else None
+    if own is not None and split != "all" and own != split:
+        raise ValueError(f"{path}: split {split!r} does not exist; available splits: {own}")
+    return loaded
+
+
+def load_hf_celeba(name_or_path: str | os.PathLike = HUB_NAME, split: str = "train",
+                   cache_dir: str | os.PathLike | None = None) -> HFCelebA:
+    """One split ("train", "valid" (or "validation"), "test", "all") of a CelebA-shaped Hugging Face dataset:
+    a local folder written by `save_to_disk`, else a hub name such as "flwrlabs/celeba"."""
+    split = canonical_split(split)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return HFCelebA(_load_local(path, split), str(path), split)
+    # The hub: "all" is the union of the three official splits, in datasets' split syntax.
+    hub_split = "+".join(SPLIT_ORDER) if split == "all" else split
+    dataset = datasets.load_dataset(str(name_or_path), split=hub_split,
+                                    cache_dir=None if cache_dir is None else str(cache_dir))
+    return HFCelebA(dataset, str(name_or_path), split)

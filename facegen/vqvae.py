@@ -1,0 +1,128 @@
+"""The VQ-VAE: a conv encoder (128x128x3 -> 16x16xD), the vector quantizer, and a mirrored decoder.
+
+Three stride-2 convolutions take 128 px to 16 px (a downsampling factor f = 8), so every face becomes a 16x16 grid of
+codebook indices: 256 tokens from a vocabulary of K codes. The tokenizer interface shared with the VQGAN chapter is
+
+    encode_indices(images in [-1, 1], (B, 3, H, W)) -> LongTensor (B, H/8, W/8)
+    decode_indices(indices) -> images in [-1, 1]
+
+`VQVAE` saves and loads as a folder (`config.json` + `model.safetensors`) through huggingface_hub's
+`PyTorchModelHubMixin`, so a trained tokenizer can be shared like any hub model.
+"""
+
+from __future__ import annotations
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from facegen.quantize import QuantizerOutput, VectorQuantizer
+
+DOWNSAMPLING = 8  # 128 px -> 16 x 16 tokens
+
+
+class ResidualBlock(nn.Module):
+    """x + conv1x1(relu(conv3x3(relu(x)))): lets the network refine features without losing resolution."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+class Encoder(nn.Module):
+    """(B, 3, 128, 128) -> (B, embed_dim, 16, 16): three stride-2 convs, residual blocks, a 1x1 projection."""
+
+    def __init__(self, hidden: int, embed_dim: int, n_res_blocks: int):
+        super().__init__()
+        half = hidden // 2
+        self.net = nn.Sequential(
+            nn.Conv2d(3, half, 4, stride=2, padding=1),  # 64 x 64
+            nn.ReLU(),
+            nn.Conv2d(half, hidden, 4, stride=2, padding=1),  # 32 x 32
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 4, stride=2, padding=1),  # 16 x 16
+            *[ResidualBlock(hidden) for _ in range(n_res_blocks)],
+            nn.ReLU(),
+            nn.Conv2d(hidden, embed_dim, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """(B, embed_dim, 16, 16) -> (B, 3, 128, 128): the encoder mirrored with transposed convolutions."""
+
+    def __init__(self, hidden: int, embed_dim: int, n_res_blocks: int):
+        super().__init__()
+        half = hidden // 2
+        self.net = nn.Sequential(
+            nn.Conv2d(embed_dim, hidden, 3, padding=1),
+            *[ResidualBlock(hidden) for _ in range(n_res_blocks)],
+            nn.ReLU(),
+            nn.ConvTranspose2d(hidden, hidden, 4, stride=2, padding=1),  # 32 x 32
+            nn.ReLU(),
+            nn.ConvTranspose2d(hidden, half, 4, stride=2, padding=1),  # 64 x 64
+            nn.ReLU(),
+            nn.ConvTranspose2d(half, 3, 4, stride=2, padding=1),  # 128 x 128
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class VQVAE(nn.Module, PyTorchModelHubMixin):
+    """Encoder -> VectorQuantizer -> Decoder. `forward` returns the reconstruction and the quantizer's output."""
+
+    def __init__(self, codebook_size: int = 512, embed_dim: int = 64, hidden: int = 64, n_res_blocks: int = 2,
+                 beta: float = 0.25, ema: bool = True, ema_decay: float = 0.99, restart_after: int | None = 50):
+        super().__init__()
+        self.codebook_size = codebook_size
+        self.encoder = Encoder(hidden, embed_dim, n_res_blocks)
+        self.quantizer = VectorQuantizer(codebook_size, embed_dim, beta=beta, ema=ema, decay=ema_decay,
+                                         restart_after=restart_after)
+        self.decoder = Decoder(hidden, embed_dim, n_res_blocks)
+
+    @classmethod
+    def from_profile(cls, profile) -> "VQVAE":
+        c = profile.vqvae
+        return cls(codebook_size=c.codebook_size, embed_dim=c.embed_dim, hidden=c.hidden,
+                   n_res_blocks=c.n_res_blocks, beta=c.beta, ema=c.ema, ema_decay=c.ema_decay,
+                   restart_after=c.restart_after)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, QuantizerOutput]:
+        _check_images(images)
+        vq = self.quantizer(self.encoder(images))
+        return self.decoder(vq.quantized), vq
+
+    @torch.no_grad()
+    def encode_indices(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1], (B, 3, H, W) -> codebook indices, LongTensor (B, H/8, W/8)."""
+        _check_images(images)
+        return self.quantizer.encode(self.encoder(images))
+
+    @torch.no_grad()
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """Codebook indices (B, h, w) -> images in [-1, 1], (B, 3, 8h, 8w)."""
+        if indices.dtype not in (torch.int32, torch.int64) or indices.dim() != 3:
+            raise ValueError(f"indices must be an integer tensor (B, h, w); got {indices.dtype} {tuple(indices.shape)}")
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.codebook_size):
+            raise ValueError(f"indices must lie in [0, {self.codebook_size - 1}]; "
+                             f"got [{int(indices.min())}, {int(indices.max())}]")
+        return self.decoder(self.quantizer.decode(indices.long())).clamp(-1, 1)
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if images.dim() != 4 or images.shape[1] != 3 or images.shape[-1] % DOWNSAMPLING or images.shape[-2] % DOWNSAMPLING:
+        raise ValueError(f"images must be (B, 3, H, W) with H and W multiples of {DOWNSAMPLING}; "
+                         f"got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be float in [-1, 1]; got {images.dtype}")
