@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROFILE_NAMES = ("ci", "cpu", "gpu")
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# Artifacts and data live next to the checkout; a pip-installed facegen (e.g. on Colab) uses the working directory.
+_CHECKOUT = Path(__file__).resolve().parent.parent
+REPO_ROOT = _CHECKOUT if (_CHECKOUT / "pyproject.toml").is_file() else Path.cwd()
+REPOSITORY_URL = "https://github.com/facegen-course/facegen"  # the one place for badges and Colab installs
 
 
 @dataclass(frozen=True)

@@ -69,8 +69,10 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 2.0, reduction: str = "mean")
     """Mean SSIM: an 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, each channel separately.
 
     Local statistics use population (not sample) covariances, and only windows that fit inside the image count
-    (no padding), which is what scikit-image (`gaussian_weights=True, use_sample_covariance=False`) and torchmetrics
-    report too. Per image: mean over channels and positions; reduction="mean" then averages over the batch.
+    (no padding), as in the authors' MATLAB code and in scikit-image (`gaussian_weights=True,
+    use_sample_covariance=False`). Recent torchmetrics (1.9 here) reflect-pads and also averages the border windows,
+    so its mean differs, most on small images; its per-position map agrees with ours inside the image.
+    Per image: mean over channels and positions; reduction="mean" then averages over the batch.
     """
     x, y = _as_batch(x, y, "ssim")
     channels, height, width = x.shape[1:]

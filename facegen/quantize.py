@@ -156,7 +156,7 @@ class VectorQuantizer(nn.Module):
         self.ema, self.decay, self.eps = ema, decay, eps
         self.restart_after, self.kmeans_init, self.kmeans_iters = restart_after, kmeans_init, kmeans_iters
 
-        # Small uniform init as in the VQ-VAE paper's code; k-means replaces it on the first training batch anyway.
+        # Small uniform init (common in VQ-VAE code); with kmeans_init the first training batch replaces it.
         codebook = torch.empty(codebook_size, dim).uniform_(-1 / codebook_size, 1 / codebook_size)
         # With EMA the codebook is moved by averaging, not by the optimizer: no gradient.
         self.codebook = nn.Parameter(codebook, requires_grad=not ema)

@@ -81,7 +81,7 @@ def evaluate(model: VQVAE, images: torch.Tensor, batch_size: int = 128) -> dict:
     model.train(was_training)
     usage = metrics.codebook_usage(torch.cat(codes), model.codebook_size)
     return {"psnr": float(sum(psnrs) / len(images)), "ssim": float(sum(ssims) / len(images)),
-            "usage": float(usage.fraction_used), "perplexity": float(usage.perplexity),
+            "usage": float(usage.used_fraction), "perplexity": float(usage.perplexity),
             "dead_codes": int(usage.dead_codes)}
 
 

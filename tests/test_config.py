@@ -1,0 +1,60 @@
+import pytest
+
+from facegen import config
+from facegen.config import PROFILES, describe, get_profile
+
+
+def test_profile_chosen_by_environment(monkeypatch):
+    monkeypatch.setenv("FACEGEN_PROFILE", "ci")
+    assert get_profile().name == "ci"
+    monkeypatch.setenv("FACEGEN_PROFILE", " GPU ")
+    assert get_profile().name == "gpu"
+
+
+@pytest.mark.parametrize("cuda, expected", [(True, "gpu"), (False, "cpu")])
+def test_default_profile_follows_the_device(monkeypatch, cuda, expected):
+    monkeypatch.delenv("FACEGEN_PROFILE", raising=False)
+    monkeypatch.setattr(config, "cuda_available", lambda: cuda)
+    assert get_profile().name == expected
+
+
+def test_unknown_profile_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("FACEGEN_PROFILE", "laptop")
+    with pytest.raises(ValueError, match="FACEGEN_PROFILE='laptop' is not a profile; expected one of ci, cpu, gpu"):
+        get_profile()
+    with pytest.raises(ValueError, match="unknown profile 'big'"):
+        get_profile("big")
+
+
+def test_ci_and_cpu_share_every_format():
+    ci, cpu = PROFILES["ci"], PROFILES["cpu"]
+    assert ci.vqvae.codebook_size == cpu.vqvae.codebook_size == 512
+    assert ci.data.image_size == cpu.data.image_size == 128  # 16x16 tokens in both
+    assert ci.data.source == cpu.data.source == "synthfaces"
+    assert ci.data.n_images < cpu.data.n_images and ci.vqvae.steps < cpu.vqvae.steps
+
+
+def test_gpu_profile_uses_the_seed_hyperparameters():
+    gpt = PROFILES["gpu"].gpt
+    assert (gpt.n_layer, gpt.n_embd, gpt.n_head) == (12, 768, 12)
+    assert (gpt.lr, gpt.batch_size, gpt.grad_accum, gpt.epochs, gpt.steps) == (2e-4, 40, 2, 5, None)
+    assert PROFILES["gpu"].data.source == "celeba"
+
+
+def test_replace_changes_only_the_named_fields():
+    changed = PROFILES["ci"].replace(vqvae={"steps": 3})
+    assert changed.vqvae.steps == 3 and changed.vqvae.hidden == PROFILES["ci"].vqvae.hidden
+    assert PROFILES["ci"].vqvae.steps == 60  # the original is untouched (frozen dataclasses)
+
+
+def test_paths_are_per_profile(monkeypatch, tmp_path):
+    monkeypatch.setenv("FACEGEN_ARTIFACTS", str(tmp_path))
+    assert PROFILES["cpu"].artifacts == tmp_path / "cpu"
+    assert PROFILES["ci"].data_dir.name == "synthfaces-ci"
+    monkeypatch.setenv("FACEGEN_DATA", str(tmp_path / "celeba"))
+    assert PROFILES["gpu"].data_dir == tmp_path / "celeba"
+
+
+def test_describe_names_profile_and_device():
+    line = describe(PROFILES["ci"])
+    assert line.startswith("profile 'ci': tiny models") and "device: cpu (" in line and "\n" not in line
