@@ -25,3 +25,26 @@ def save_image_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> Path:
     image_grid(images, nrow=nrow).save(tmp)
     tmp.replace(path)
     return path
+
+
+def plot_vqvae_training(history: list[dict], validation: list[dict]):
+    """Training curves of a VQ-VAE run: reconstruction MSE and VQ loss, batch perplexity, validation PSNR."""
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    axes[0].plot(steps, [h["recon"] for h in history], label="reconstruction MSE", lw=1)
+    axes[0].plot(steps, [h["vq"] for h in history], label="VQ loss (commitment)", lw=1)
+    axes[0].set_yscale("log")
+    axes[0].set_title("training losses")
+    axes[0].legend()
+    axes[1].plot(steps, [h["perplexity"] for h in history], lw=1, color="tab:green")
+    axes[1].set_title("codebook perplexity per batch")
+    val_steps = [v["step"] for v in validation]
+    axes[2].plot(val_steps, [v["psnr"] for v in validation], "o-", color="tab:red")
+    axes[2].set_title("validation PSNR (dB)")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

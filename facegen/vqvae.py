@@ -126,3 +126,28 @@ def _check_images(images: torch.Tensor) -> None:
                          f"got {tuple(images.shape)}")
     if not images.is_floating_point():
         raise ValueError(f"images must be float in [-1, 1]; got {images.dtype}")
+
+
+def layer_summary(model: VQVAE, image_size: int = 128) -> list[tuple[str, str, tuple[int, ...], int]]:
+    """(name, layer type, output shape, parameters) for every top-level layer of the encoder and decoder, plus the
+    quantizer, from one forward pass of a (1, 3, S, S) image: the architecture as a table."""
+    rows: list[tuple[str, str, tuple[int, ...], int]] = []
+    hooks = []
+    named = [(f"encoder.{n}", m) for n, m in model.encoder.net.named_children()]
+    named += [("quantizer", model.quantizer)]
+    named += [(f"decoder.{n}", m) for n, m in model.decoder.net.named_children()]
+    for name, module in named:
+        def record(mod, inputs, output, name=name):
+            out = output.quantized if hasattr(output, "quantized") else output
+            rows.append((name, type(mod).__name__, tuple(out.shape), sum(p.numel() for p in mod.parameters())))
+        hooks.append(module.register_forward_hook(record))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return rows

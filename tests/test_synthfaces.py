@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from facegen.attributes import CELEBA_ATTRIBUTES, CELEBA_POSITIVE_PERCENT, CONDITIONING_ATTRIBUTES
-from facegen.data import synthfaces
 from facegen.data.synthfaces import (
+    covering_selection,
     generate,
     make_face,
     render_face,
@@ -16,6 +16,7 @@ from facegen.data.synthfaces import (
     short_label,
     split_of,
 )
+from facegen.data.synthfaces import main as synthfaces_main
 
 N = 20
 
@@ -98,8 +99,9 @@ def test_workers_do_not_change_the_files(dataset, tmp_path):
 def test_regenerating_into_a_synthfaces_folder_replaces_it(tmp_path):
     out = tmp_path / "synth"
     generate(out, 12, seed=0, workers=1, progress=False)
+    (out / "img_align_celeba" / ".000003.jpg.tmp4242").write_bytes(b"half")  # as an interrupted run leaves it
     generate(out, 10, seed=1, workers=1, progress=False)  # smaller: stale images 11, 12 must go
-    assert sorted(p.name for p in (out / "img_align_celeba").iterdir())[-1] == "000010.jpg"
+    assert sorted(p.name for p in (out / "img_align_celeba").iterdir()) == [f"{i:06d}.jpg" for i in range(1, 11)]
     assert read_lines(out / "list_attr_celeba.txt")[0] == "10"
     assert read_lines(out / "list_attr_celeba.txt")[2].split()[1:] == \
         [str(make_face(0, seed=1)[1][name]) for name in CELEBA_ATTRIBUTES]
@@ -277,3 +279,20 @@ def test_save_labelled_grid_writes_a_png(dataset, tmp_path):
     with pytest.raises(ValueError, match="expected a SynthFaces/CelebA folder or a list"):
         save_labelled_grid([1, 2], tmp_path / "bad.png")
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary files
+
+
+def test_covering_selection_brings_in_rare_attributes():
+    rows = [WOMAN] * 10
+    rows[7] = WOMAN | {"Bald": 1}
+    # Bald (rarest shown) pulls in row 7; brown and young then have 1 each and take row 0; row 1, 2 fill up.
+    assert covering_selection(rows, 4) == [0, 1, 2, 7]
+    assert covering_selection(rows, 2) == [0, 7]
+    assert covering_selection(rows[:3], 8) == [0, 1, 2]  # fewer rows than places
+    beards = [MAN] * 5 + [BEARDED]
+    assert 5 in covering_selection(beards, 3)  # No_Beard counts when the beard is drawn (-1)
+
+
+def test_main_generates_and_prints_the_summary(tmp_path, capsys):
+    synthfaces_main([str(tmp_path / "out"), "-n", "10", "--seed", "2", "--workers", "1"])
+    assert "SynthFaces: 10 images" in capsys.readouterr().out
+    assert read_lines(tmp_path / "out" / "list_attr_celeba.txt")[0] == "10"

@@ -152,3 +152,13 @@ def test_train_toy_vqvae_rejects_bad_input():
         train_toy_vqvae(torch.zeros(10, 3), VectorQuantizer(4, 2))
     with pytest.raises(ValueError, match="steps and batch_size"):
         train_toy_vqvae(torch.zeros(10, 2), VectorQuantizer(4, 2), steps=0)
+
+
+def test_train_toy_vqvae_restores_the_thread_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train_toy_vqvae(RING, VectorQuantizer(4, 2), steps=2, seed=0)
+        assert torch.get_num_threads() == 2  # it runs on one thread inside, and gives the caller's setting back
+    finally:
+        torch.set_num_threads(before)

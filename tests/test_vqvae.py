@@ -59,3 +59,16 @@ def test_bad_indices_get_one_clear_error(model):
         model.decode_indices(torch.full((1, 4, 4), 16))
     with pytest.raises(ValueError, match="integer tensor"):
         model.decode_indices(torch.zeros(1, 4, 4))
+
+
+def test_layer_summary_lists_every_layer_with_its_output_shape(model):
+    from facegen.vqvae import layer_summary
+
+    rows = layer_summary(model, image_size=128)
+    names = [r[0] for r in rows]
+    assert names[0] == "encoder.0" and "quantizer" in names and names[-1].startswith("decoder.")
+    shapes = dict((r[0], r[2]) for r in rows)
+    assert shapes["encoder.0"] == (1, 8, 64, 64)  # hidden // 2 channels after the first stride-2 conv
+    assert shapes["quantizer"] == (1, 8, 16, 16)  # embed_dim x 16 x 16
+    assert rows[-1][2] == (1, 3, 128, 128)
+    assert sum(r[3] for r in rows) == sum(p.numel() for p in model.parameters())

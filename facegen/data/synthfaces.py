@@ -22,7 +22,7 @@ import multiprocessing
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ SKULL_TOP = 54.0  # top of a bald head; hair adds volume above it
 POSE_CENTRE = np.array([CX, 120.0])
 
 _NAME_RE = re.compile(r"^\d{6}\.jpg$")
+_TMP_RE = re.compile(r"^\..+\.tmp\d+$")  # see _write_atomic
 
 # ---------------------------------------------------------------------------------------------------------- colours
 SKIN_PALETTE = np.array([(247, 219, 200), (232, 188, 160), (200, 150, 115), (150, 102, 72), (100, 66, 48)], float)
@@ -405,7 +406,7 @@ def _draw_ears(c: _Canvas, look: _Look, style: _Style) -> None:
 
 def _draw_head(c: _Canvas, look: _Look, style: _Style) -> None:
     c.polygon(_head_outline(look, style), _rgb(look.skin))
-    # Soft shadow under the cheekbones, highlights on forehead: a little volume.
+    # A faint highlight on the forehead gives the flat shape a little volume.
     w = _half_width(look, style)
     c.ellipse(CX, 95, w * 0.6, 18, _rgb((255, 255, 255), 0.06))
 
@@ -415,17 +416,18 @@ def _draw_age_lines(c: _Canvas, look: _Look, style: _Style) -> None:
     if look.on["Young"]:
         return
     ink = _rgb(look.skin * 0.7)
-    w = style.mouth_width
-    for y in (80.0, 86.0, 92.0):
+    for y in (80.0, 86.0, 92.0):  # forehead (hidden under bangs or a hat)
         c.line(_bezier((CX - 20, y + 1.5), (CX, y - 1.5), (CX + 20, y + 1.5)), ink, 1.0)
-    for sign in (-1, 1):
-        ex = CX + sign * style.eye_dx
-        side = lambda pts: pts if sign > 0 else _mirror(pts)  # noqa: E731 - a one-line reflection
-        for dy in (-3.0, 0.0, 3.0):
-            c.line(side([(CX + style.eye_dx + 10, EYE_Y + dy * 0.4), (CX + style.eye_dx + 15, EYE_Y + dy)]), ink, 0.9)
-        c.line(_bezier((ex - 6, EYE_Y + 6), (ex, EYE_Y + 9.5), (ex + 6, EYE_Y + 6)), ink, 1.0)
-        c.line(side(_bezier((CX + 9, NOSE_Y - 3), (CX + w + 6, NOSE_Y + 6), (CX + w + 3, MOUTH_Y + 5))), ink, 1.3)
-        c.line(side([(CX + w + 1, MOUTH_Y + 4), (CX + w + 2, MOUTH_Y + 14)]), ink, 1.0)
+    ex, w = CX + style.eye_dx, style.mouth_width
+    right_side = [  # (points, width), drawn on the right and mirrored to the left
+        *(([(ex + 10, EYE_Y + dy * 0.4), (ex + 15, EYE_Y + dy)], 0.9) for dy in (-3.0, 0.0, 3.0)),  # crow's feet
+        (_bezier((ex - 6, EYE_Y + 6), (ex, EYE_Y + 9.5), (ex + 6, EYE_Y + 6)), 1.0),  # bags under the eyes
+        (_bezier((CX + 9, NOSE_Y - 3), (CX + w + 6, NOSE_Y + 6), (CX + w + 3, MOUTH_Y + 5)), 1.3),  # nose to mouth
+        ([(CX + w + 1, MOUTH_Y + 4), (CX + w + 2, MOUTH_Y + 14)], 1.0),  # mouth corner to chin
+    ]
+    for points, width in right_side:
+        c.line(points, ink, width)
+        c.line(_mirror(points), ink, width)
 
 
 def _draw_cheeks(c: _Canvas, look: _Look, style: _Style) -> None:
@@ -559,7 +561,8 @@ def _hairline(look: _Look, style: _Style) -> np.ndarray:
     y = high + 12 * u ** 4 - 4.5 * np.exp(-((u - style.parting) / 0.1) ** 2)
     front = _xy(CX + u * (w - 8), y)
     side_low = 112.0 if look.male else 108.0  # men: a short sideburn in front of the ear
-    return np.concatenate([[(CX - w + 1, side_low), (CX - w + 4, 92)], front, [(CX + w - 4, 92), (CX + w - 1, side_low)]])
+    left_side = [(CX - w + 1, side_low), (CX - w + 4, 92)]
+    return np.concatenate([left_side, front, _mirror(left_side)[::-1]])
 
 
 def _draw_front_hair(c: _Canvas, look: _Look, style: _Style) -> None:
@@ -770,7 +773,7 @@ def _render_chunk(indices: range, seed: int, image_dir: str) -> list[tuple[int, 
     for index in indices:
         image, attributes = make_face(index, seed)
         path = Path(image_dir) / image_name(index)
-        _write_atomic(path, lambda tmp: image.save(tmp, "JPEG", quality=JPEG_QUALITY))
+        _write_atomic(path, partial(image.save, format="JPEG", quality=JPEG_QUALITY))
         rows.append((index, [attributes[name] for name in CELEBA_ATTRIBUTES]))
     return rows
 
@@ -784,12 +787,16 @@ def _run_chunks(chunks: list[range], seed: int, image_dir: str, workers: int):
     # fork: workers start at once and need not re-import torch (which `facegen.data` pulls in); Python >= 3.12 warns
     # about forking a threaded process (Jupyter is one), harmless here since workers only draw and save images.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as pool:
+        with warnings.catch_warnings():  # workers are forked while submitting
+            warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
             futures = [pool.submit(_render_chunk, chunk, seed, image_dir) for chunk in chunks]
+        try:
             for future in as_completed(futures):
                 yield future.result()
+        finally:  # on an error or an interrupt, don't wait for the chunks nobody will read
+            for future in futures:
+                future.cancel()
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -805,19 +812,20 @@ def _check_out_dir(out_dir: Path) -> None:
         foreign += [f"{IMAGE_DIR}/{p.name}" for p in image_dir.iterdir()
                     if not _NAME_RE.match(p.name) and not p.name.startswith(".")][:5]
     if foreign:
-        raise ValueError(f"generate: out_dir {out_dir} holds files that are not SynthFaces output ({', '.join(foreign[:5])}); "
-                         "expected a new or empty folder, or a previous SynthFaces folder to regenerate")
+        raise ValueError(f"generate: out_dir {out_dir} holds files that are not SynthFaces output "
+                         f"({', '.join(foreign[:5])}); expected a new or empty folder, or a previous SynthFaces folder")
 
 
 def _prepare_out_dir(out_dir: Path, n: int) -> Path:
-    """Create the folders; drop the old lists first (an interrupted run then has no half-valid dataset) and any
-    images past the new count."""
+    """Create the folders; drop the old lists first (an interrupted run then has no half-valid dataset), any images
+    past the new count, and temporary files an interrupted run left behind."""
     image_dir = out_dir / IMAGE_DIR
     image_dir.mkdir(parents=True, exist_ok=True)
     for name in (ATTR_FILE, PARTITION_FILE):
         (out_dir / name).unlink(missing_ok=True)
-    for path in image_dir.iterdir():
-        if _NAME_RE.match(path.name) and int(path.name[:6]) > n:
+    for path in [*image_dir.iterdir(), *out_dir.iterdir()]:
+        stale_image = _NAME_RE.match(path.name) and int(path.name[:6]) > n
+        if stale_image or _TMP_RE.match(path.name):
             path.unlink()
     return image_dir
 
@@ -876,40 +884,61 @@ LABELS = {
 
 def short_label(attributes: dict[str, int]) -> str:
     """The positive conditioning attributes in a few short words (No_Beard is shown the other way round: 'beard')."""
-    words = []
-    for name in CONDITIONING_ATTRIBUTES:
-        shown = attributes.get(name, -1) == (-1 if name == "No_Beard" else 1)
-        if shown:
-            words.append(LABELS[name])
+    words = [LABELS[name] for name in CONDITIONING_ATTRIBUTES if _shown(attributes, name)]
     half = (len(words) + 1) // 2
     return " ".join(words[:half]) + "\n" + " ".join(words[half:])
 
 
-def _grid_items(source, count: int) -> list[tuple[Image.Image, dict[str, int]]]:
+def _shown(attributes: dict[str, int], name: str) -> bool:
+    """Is `name` visible on the face: positive, except No_Beard, whose visible side is the beard (-1)."""
+    return attributes.get(name, -1) == (-1 if name == "No_Beard" else 1)
+
+
+def covering_selection(rows: list[dict[str, int]], count: int, per_attribute: int = 2) -> list[int]:
+    """`count` row indices, in order, such that every conditioning attribute is shown `per_attribute` times when the
+    rows allow it (rarest attributes first); the remaining places go to the earliest rows."""
+    chosen: set[int] = set()
+    by_rarity = sorted(CONDITIONING_ATTRIBUTES, key=lambda name: sum(_shown(row, name) for row in rows))
+    for name in by_rarity:
+        have = sum(_shown(rows[i], name) for i in chosen)
+        for i, row in enumerate(rows):
+            if have >= per_attribute or len(chosen) >= count:
+                break
+            if i not in chosen and _shown(row, name):
+                chosen.add(i)
+                have += 1
+    rest = (i for i in range(len(rows)) if i not in chosen)
+    while len(chosen) < min(count, len(rows)):
+        chosen.add(next(rest))
+    return sorted(chosen)
+
+
+def _grid_items(source, count: int, cover: bool) -> list[tuple[Image.Image, dict[str, int]]]:
     if isinstance(source, (str, os.PathLike)):
         folder = Path(source)
         lines = (folder / ATTR_FILE).read_text().splitlines()
         names = lines[1].split()
-        items = []
-        for line in lines[2:2 + count]:
-            fields = line.split()
-            attributes = dict(zip(names, map(int, fields[1:])))
-            items.append((Image.open(folder / IMAGE_DIR / fields[0]).convert("RGB"), attributes))
-        return items
+        fields = [line.split() for line in lines[2:] if line.strip()]
+        rows = [dict(zip(names, map(int, f[1:]))) for f in fields]
+        picked = covering_selection(rows, count) if cover else range(min(count, len(rows)))
+        return [(Image.open(folder / IMAGE_DIR / fields[i][0]).convert("RGB"), rows[i]) for i in picked]
     items = list(source)[:count]
     if not all(isinstance(item, tuple) and len(item) == 2 for item in items):
         raise ValueError("save_labelled_grid: expected a SynthFaces/CelebA folder or a list of (image, attributes)")
     return items
 
 
-def save_labelled_grid(out_dir_or_images, path, rows: int = 8, cols: int = 8, dpi: int = 100) -> Path:
+def save_labelled_grid(out_dir_or_images, path, rows: int = 8, cols: int = 8, dpi: int = 100,
+                       cover: bool = True) -> Path:
     """Save a rows x cols PNG of faces, each titled with its positive conditioning attributes.
 
-    `out_dir_or_images` is a dataset folder (its first rows*cols images) or a list of (PIL image, attributes)."""
+    `out_dir_or_images` is a dataset folder or a list of (PIL image, attributes). From a folder, `cover=True` picks
+    the faces so that every conditioning attribute shows at least twice (rare ones like Bald too), the rest in file
+    order; `cover=False` takes the first rows*cols images. A list is shown as given."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    items = _grid_items(out_dir_or_images, rows * cols)
+    items = _grid_items(out_dir_or_images, rows * cols, cover)
     if not items:
         raise ValueError("save_labelled_grid: no images to show")
     fig = Figure(figsize=(cols * 1.45, rows * 2.0), dpi=dpi)
@@ -926,3 +955,24 @@ def save_labelled_grid(out_dir_or_images, path, rows: int = 8, cols: int = 8, dp
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m facegen.data.synthfaces OUT -n 2000 --grid docs/synthfaces_grid.png`: generate, print the summary,
+    and optionally save the labelled grid of the first 64 faces."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write SynthFaces in CelebA's folder layout.")
+    parser.add_argument("out_dir")
+    parser.add_argument("-n", type=int, default=2000, help="number of images (>= 10)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU core)")
+    parser.add_argument("--grid", default=None, help="also save an 8x8 labelled grid PNG here")
+    args = parser.parse_args(argv)
+    print(generate(args.out_dir, args.n, seed=args.seed, workers=args.workers))
+    if args.grid:
+        print(f"grid: {save_labelled_grid(args.out_dir, args.grid)}")
+
+
+if __name__ == "__main__":
+    main()
