@@ -58,6 +58,19 @@ def _cmd_train_vqvae(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tokenize(args: argparse.Namespace) -> int:
+    from facegen.config import get_profile
+    from facegen.pipeline import ensure_tokens
+    from facegen.tokenize_dataset import read_token_info, tokens_folder
+
+    profile = get_profile(args.profile)
+    splits = ensure_tokens(profile)
+    info = read_token_info(tokens_folder(profile))
+    sizes = ", ".join(f"{name} {len(split):,}" for name, split in splits.items())
+    print(f"tokens in {tokens_folder(profile)}: {sizes} faces; encoded at {info.images_per_second:,.0f} img/s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facegen", description=__doc__)
     # --profile is accepted after every command (`facegen train-vqvae --profile ci`).
@@ -73,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=None, help="override the profile's step count")
     train.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     train.set_defaults(func=_cmd_train_vqvae)
+
+    commands.add_parser("tokenize", parents=[common], help="encode the dataset into VQ-VAE tokens (once)"
+                        ).set_defaults(func=_cmd_tokenize)
 
     data = commands.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", help="render SynthFaces in the CelebA folder layout")

@@ -81,3 +81,14 @@ def ensure_vqvae(profile: Profile | None = None, progress: bool = True):
         _note(f"training the {profile.name!r} VQ-VAE into {folder} (needed by this notebook; done once)")
         train_vqvae(profile, progress=progress)
     return load_vqvae(folder)
+
+
+def ensure_tokens(profile: Profile | None = None, progress: bool = True):
+    """The profile's dataset as VQ-VAE tokens (a `datasets.DatasetDict`: train / valid / test with columns `codes`,
+    `attributes`, `index`), encoding it first when it is missing or was made with another VQ-VAE or other data
+    (`tokenize_dataset` then prints one line saying why)."""
+    from facegen.tokenize_dataset import tokenize_dataset
+
+    profile = profile or get_profile()
+    ensure_synthfaces(profile, progress=progress)
+    return tokenize_dataset(profile, vqvae=ensure_vqvae(profile, progress=progress), progress=progress)

@@ -245,6 +245,14 @@ def test_flipping_an_attribute_changes_its_region(name, seed):
         assert diff[region].sum() / diff.sum() > 0.9
 
 
+def test_render_face_draws_any_combination_even_contradictory_ones():
+    everything = {name: 1 for name in CELEBA_ATTRIBUTES}  # bald with bangs and a hat, beard with No_Beard, ...
+    nothing = {name: -1 for name in CELEBA_ATTRIBUTES}
+    images = [render_face(a, np.random.default_rng(4)) for a in (everything, nothing)]
+    assert all(image.size == (178, 218) and image.mode == "RGB" for image in images)
+    assert np.abs(np.asarray(images[0], float) - np.asarray(images[1], float)).mean() > 10
+
+
 def test_render_face_rejects_incomplete_or_bad_attributes():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="missing.*Smiling"):

@@ -1,0 +1,280 @@
+"""Tokenizing a dataset: codes equal the VQ-VAE's own encoding, attributes and splits are the source's, a second run
+is a no-op, a changed VQ-VAE or dataset re-tokenizes, writes are atomic, and the Hugging Face source gives the same
+tokens as the folder layout. A tiny random VQ-VAE and 20 SynthFaces keep it fast."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import os
+import shutil
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # before `datasets` is imported: these tests never touch the hub
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from datasets import Dataset, DatasetDict, Features, Image, Value  # noqa: E402
+
+from facegen import cli  # noqa: E402
+from facegen.attributes import CELEBA_ATTRIBUTES  # noqa: E402
+from facegen.config import get_profile  # noqa: E402
+from facegen.data import synthfaces  # noqa: E402
+from facegen.data.celeba import read_celeba  # noqa: E402
+from facegen.data.dataset import open_dataset, preload  # noqa: E402
+from facegen.data.transforms import from_uint8  # noqa: E402
+from facegen.pipeline import ensure_tokens  # noqa: E402
+from facegen.tokenize_dataset import (  # noqa: E402
+    FINGERPRINT_FILE, data_fingerprint, read_token_info, tokenize_dataset, tokenize_split, tokens_folder,
+    vqvae_fingerprint,
+)
+from facegen.vqvae import VQVAE  # noqa: E402
+from facegen.vqvae_training import load_vqvae, vqvae_folder  # noqa: E402
+
+N_IMAGES = 20  # SynthFaces splits them 16 / 2 / 2
+SPLIT_SIZES = {"train": 16, "valid": 2, "test": 2}
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "synth"
+    synthfaces.generate(root, n=N_IMAGES, workers=1, progress=False)
+    return root
+
+
+def ci_profile():
+    return get_profile("ci").replace(data={"n_images": N_IMAGES})
+
+
+@pytest.fixture(scope="module")
+def images(synth_root):
+    """Every split decoded as uint8 (images, attributes): the reference the tokens are checked against."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("FACEGEN_DATA", str(synth_root))
+        return {split: preload(open_dataset(ci_profile(), split), progress=False) for split in SPLIT_SIZES}
+
+
+@pytest.fixture(scope="module")
+def make_vqvae(images):
+    """`make_vqvae(seed)`: a fresh copy of a tiny random VQ-VAE whose codebook sits on k-means centres of its encoder
+    outputs (as after the first training step), so the faces use many different codes."""
+    made = {}
+
+    def make(seed: int) -> VQVAE:
+        if seed not in made:
+            torch.manual_seed(seed)
+            model = VQVAE(codebook_size=16, embed_dim=8, hidden=16, n_res_blocks=1).eval()
+            with torch.no_grad():
+                z = model.encoder(from_uint8(images["train"][0][:2]))
+                model.quantizer.init_from_kmeans(z.permute(0, 2, 3, 1).reshape(-1, 8))
+            made[seed] = model
+        return copy.deepcopy(made[seed])
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def expected_codes(make_vqvae, images):
+    """`expected_codes(seed, split)`: `encode_indices` of the split's images by `make_vqvae(seed)`, flat (N, 256)."""
+    cache = {}
+
+    def codes(seed: int, split: str) -> np.ndarray:
+        if (seed, split) not in cache:
+            uint8_images = images[split][0]
+            encoded = make_vqvae(seed).encode_indices(from_uint8(uint8_images))
+            cache[seed, split] = encoded.reshape(len(uint8_images), -1).numpy()
+        return cache[seed, split]
+
+    return codes
+
+
+@pytest.fixture(scope="module")
+def built(synth_root, make_vqvae, tmp_path_factory):
+    """Artifacts with a saved VQ-VAE (seed 0) and the tokens made from it by `tokenize_dataset(profile)`, once per
+    module; returns (artifacts folder, what the build printed)."""
+    artifacts = tmp_path_factory.mktemp("built") / "artifacts"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("FACEGEN_DATA", str(synth_root))
+        env.setenv("FACEGEN_ARTIFACTS", str(artifacts))
+        make_vqvae(0).save_pretrained(vqvae_folder(ci_profile()) / "model")
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            tokenize_dataset(ci_profile(), progress=False)  # the VQ-VAE saved in the profile's artifacts
+    return artifacts, printed.getvalue()
+
+
+@pytest.fixture
+def profile(built, synth_root, tmp_path, monkeypatch):
+    """The ci profile on the 20 SynthFaces, with a copy of the built artifacts (VQ-VAE and tokens) under tmp_path."""
+    shutil.copytree(built[0], tmp_path / "artifacts")
+    monkeypatch.setenv("FACEGEN_DATA", str(synth_root))
+    monkeypatch.setenv("FACEGEN_ARTIFACTS", str(tmp_path / "artifacts"))
+    return ci_profile()
+
+
+def count_encodes(model: VQVAE) -> list[int]:
+    """Wrap `model.encode_indices` so the returned list counts the images it encodes."""
+    seen, original = [0], model.encode_indices
+
+    def counting(x):
+        seen[0] += len(x)
+        return original(x)
+
+    model.encode_indices = counting
+    return seen
+
+
+def folders_next_to_tokens(profile) -> list[str]:
+    return sorted(p.name for p in tokens_folder(profile).parent.iterdir())
+
+
+def test_codes_attributes_and_splits_are_right(built, profile, synth_root, images, expected_codes):
+    notes = [line for line in built[1].splitlines() if line.startswith("[facegen]")]
+    assert len(notes) == 1 and notes[0].startswith("[facegen] tokenizing the 'ci' dataset")
+    assert notes[0].endswith("(no tokens yet)")
+    tokens = tokenize_dataset(profile, progress=False)
+    index = read_celeba(synth_root)
+    assert list(tokens) == ["train", "valid", "test"]
+    for split, size in SPLIT_SIZES.items():
+        table = tokens[split].with_format("numpy")[:]
+        assert len(tokens[split]) == size
+        np.testing.assert_array_equal(table["codes"], expected_codes(0, split))
+        np.testing.assert_array_equal(table["attributes"], index.split(split).attributes)
+        np.testing.assert_array_equal(table["attributes"], images[split][1].numpy())
+        np.testing.assert_array_equal(table["index"], np.arange(size))
+    assert tokens["train"].features["codes"].feature.dtype == "int16"
+    assert len(np.unique(tokens["train"]["codes"])) > 8  # a real test: the faces do not all map to one code
+    info = read_token_info(tokens_folder(profile))
+    assert info.counts == SPLIT_SIZES and info.codebook_size == 16 and info.grid_size == 16
+    assert info.vqvae == vqvae_fingerprint(load_vqvae(vqvae_folder(profile)))
+    assert info.data == data_fingerprint(profile)
+    assert info.images_per_second > 0
+    assert folders_next_to_tokens(profile) == ["tokens", "vqvae"]  # no temporary folders left
+
+
+def test_a_second_run_is_a_no_op(profile, make_vqvae, capsys):
+    folder = tokens_folder(profile)
+    before = (folder.stat().st_ino, (folder / FINGERPRINT_FILE).stat().st_mtime_ns)
+    model = make_vqvae(0)  # the same weights as the saved VQ-VAE the tokens were made with
+    encoded = count_encodes(model)
+    again = tokenize_dataset(profile, vqvae=model, progress=False)
+    assert encoded[0] == 0
+    assert capsys.readouterr().out == ""
+    assert (folder.stat().st_ino, (folder / FINGERPRINT_FILE).stat().st_mtime_ns) == before
+    assert len(again["train"]) == 16
+
+
+def test_a_changed_vqvae_re_tokenizes(profile, make_vqvae, expected_codes, capsys):
+    changed = make_vqvae(1)
+    encoded = count_encodes(changed)
+    tokens = tokenize_dataset(profile, vqvae=changed, progress=False)
+    assert "(the VQ-VAE changed)" in capsys.readouterr().out
+    assert encoded[0] == N_IMAGES
+    for split in SPLIT_SIZES:
+        np.testing.assert_array_equal(tokens[split].with_format("numpy")["codes"], expected_codes(1, split))
+    assert read_token_info(tokens_folder(profile)).vqvae == vqvae_fingerprint(make_vqvae(1))
+    assert folders_next_to_tokens(profile) == ["tokens", "vqvae"]
+
+
+def test_changed_data_re_tokenizes(profile, synth_root, make_vqvae, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "copy"
+    shutil.copytree(synth_root, root)
+    monkeypatch.setenv("FACEGEN_DATA", str(root))
+    model = make_vqvae(0)
+    first = tokenize_dataset(profile, vqvae=model, progress=False)  # same bytes, same count: still a no-op
+    assert capsys.readouterr().out == ""
+    smiling = CELEBA_ATTRIBUTES.index("Smiling")
+    was = first["train"][0]["attributes"][smiling]
+
+    lines = (root / "list_attr_celeba.txt").read_text().splitlines(keepends=True)
+    values = [int(v) for v in lines[2].split()[1:]]  # line 3: the first image
+    values[smiling] = -values[smiling]
+    lines[2] = lines[2].split()[0] + "".join(f" {v:2d}" for v in values) + "\n"
+    (root / "list_attr_celeba.txt").write_text("".join(lines))
+
+    second = tokenize_dataset(profile, vqvae=model, progress=False)
+    assert "(the data changed)" in capsys.readouterr().out
+    assert second["train"][0]["attributes"][smiling] == -was
+    assert second["train"][0]["codes"] == first["train"][0]["codes"]  # same image, same codes
+
+
+def test_a_failed_run_leaves_the_previous_tokens_intact(profile, make_vqvae):
+    info = read_token_info(tokens_folder(profile))
+    broken = make_vqvae(2)
+    broken.encode_indices = lambda x: (_ for _ in ()).throw(RuntimeError("interrupted"))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        tokenize_dataset(profile, vqvae=broken, progress=False)
+    assert read_token_info(tokens_folder(profile)) == info
+    assert folders_next_to_tokens(profile) == ["tokens", "vqvae"]
+
+
+def test_tokenize_split_streams_and_preloaded_agree(profile, images, make_vqvae, expected_codes):
+    model = make_vqvae(0)
+    streamed = tokenize_split(model, open_dataset(profile, "train"), batch_size=5, progress=False)
+    preloaded = tokenize_split(model, images["train"][0], batch_size=7, progress=False)
+    assert streamed.dtype == torch.int16 and streamed.shape == (16, 16, 16)
+    assert torch.equal(streamed, preloaded)
+    np.testing.assert_array_equal(streamed.reshape(16, -1).numpy(), expected_codes(0, "train"))
+    with pytest.raises(ValueError, match=r"tokenize_split: images must be a uint8 tensor \(N, 3, S, S\) or a "
+                                         r"FaceDataset; got torch.float32 \(2, 3, 128, 128\)"):
+        tokenize_split(model, torch.zeros(2, 3, 128, 128), progress=False)
+
+
+def test_vqvae_fingerprint_is_the_saved_weights(profile, make_vqvae):
+    model = make_vqvae(0)
+    assert vqvae_fingerprint(load_vqvae(vqvae_folder(profile))) == vqvae_fingerprint(model)
+    with torch.no_grad():
+        model.encoder.net[0].bias[0] += 1e-6
+    assert vqvae_fingerprint(model) != vqvae_fingerprint(make_vqvae(0))
+
+
+def test_missing_data_is_named(profile, make_vqvae, tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEGEN_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=r"nowhere: no dataset in the CelebA layout \(missing "
+                                                r"list_attr_celeba.txt, list_eval_partition.txt, img_align_celeba\)"):
+        tokenize_dataset(profile, vqvae=make_vqvae(0), progress=False)
+
+
+def hf_copy(root, path):
+    """The SynthFaces folder as a flwrlabs/celeba-shaped DatasetDict (same JPEG bytes, so same pixels)."""
+    index = read_celeba(root)
+    features = Features({"image": Image(), "celeb_id": Value("int64"), **{n: Value("bool") for n in CELEBA_ATTRIBUTES}})
+    splits = {}
+    for split in SPLIT_SIZES:
+        part = index.split(split)
+        columns = {"image": [str(part.path(i)) for i in range(len(part))], "celeb_id": list(range(len(part))),
+                   **{name: (part.attributes[:, c] == 1).tolist() for c, name in enumerate(CELEBA_ATTRIBUTES)}}
+        splits[split] = Dataset.from_dict(columns, features=features)
+    DatasetDict(splits).save_to_disk(str(path))
+    return path
+
+
+def test_the_hugging_face_source_gives_the_same_tokens(profile, synth_root, images, make_vqvae, expected_codes,
+                                                     tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FACEGEN_DATA", str(hf_copy(synth_root, tmp_path / "hf")))
+    hf_profile = profile.replace(data={"source": "hf"})
+    model = make_vqvae(0)
+    tokens = tokenize_dataset(hf_profile, vqvae=model, progress=False)
+    for split in SPLIT_SIZES:
+        table = tokens[split].with_format("numpy")[:]
+        np.testing.assert_array_equal(table["codes"], expected_codes(0, split))
+        np.testing.assert_array_equal(table["attributes"], images[split][1].numpy())
+    assert "(the data changed)" in capsys.readouterr().out  # the same faces, but another source
+    encoded = count_encodes(model)
+    tokenize_dataset(hf_profile, vqvae=model, progress=False)
+    assert encoded[0] == 0 and capsys.readouterr().out == ""  # the datasets fingerprints are stable: a no-op
+
+
+def test_ensure_tokens_and_the_cli(profile, monkeypatch, capsys):
+    tokens = ensure_tokens(profile, progress=False)  # the saved VQ-VAE is used, nothing is trained
+    assert {split: len(tokens[split]) for split in tokens} == SPLIT_SIZES
+    monkeypatch.setattr("facegen.config.get_profile", lambda name=None: profile)
+    capsys.readouterr()
+    assert cli.main(["tokenize", "--profile", "ci"]) == 0
+    out = capsys.readouterr().out
+    assert "[facegen]" not in out  # nothing to build
+    assert out.splitlines()[-1].startswith(f"tokens in {tokens_folder(profile)}: train 16, valid 2, test 2 faces; "
+                                           "encoded at ")
+    assert out.endswith(" img/s\n")
