@@ -19,7 +19,7 @@ next to the GPT with `save_pretrained` / `AutoTokenizer.from_pretrained`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -190,8 +190,8 @@ class Vocabulary:
         vectors (B, 40) (the tokenized dataset's `attributes` column) or a list of B dicts / None."""
         codes = self._check_codes(torch.as_tensor(codes), batched=True).reshape(len(codes), -1)
         if isinstance(attributes, (list, tuple)) and all(a is None or isinstance(a, Mapping) for a in attributes):
-            attribute_ids = torch.stack([self.attribute_ids(a) for a in attributes]) if len(attributes) else \
-                torch.zeros((0, self.n_attributes), dtype=torch.long)
+            rows = [self.attribute_ids(a) for a in attributes]
+            attribute_ids = torch.stack(rows) if rows else torch.zeros((0, self.n_attributes), dtype=torch.long)
         else:
             attribute_ids = self._celeba_attribute_ids(_as_celeba_matrix(attributes, batched=True))
         if len(attribute_ids) != len(codes):
