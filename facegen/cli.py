@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -37,13 +38,29 @@ def _cmd_course(args: argparse.Namespace) -> int:
     from facegen.config import describe, get_profile
     from facegen.data.celeba import read_celeba
     from facegen.data.summary import format_rates
-    from facegen.pipeline import ensure_synthfaces
+    from facegen.pipeline import ensure_synthfaces, ensure_tokens, ensure_vqvae
+    from facegen.vqvae_training import vqvae_folder
 
     profile = get_profile(args.profile)
     print(describe(profile))
+    print("\n== 1. data ==")
     folder = ensure_synthfaces(profile)
     print(format_rates(read_celeba(folder)))
+    print("\n== 2. VQ-VAE tokenizer ==")
+    ensure_vqvae(profile)
+    _print_vqvae_metrics(vqvae_folder(profile))
+    print("\n== 3. tokens ==")
+    _cmd_tokenize(args)
     return 0
+
+
+def _print_vqvae_metrics(folder: Path) -> None:
+    import json
+
+    history = json.loads((folder / "history.json").read_text())
+    last = history["validation"][-1]
+    print(f"VQ-VAE in {folder}: {len(history['train'])} steps, {history['seconds'] / 60:.1f} min; validation "
+          f"PSNR {last['psnr']:.2f} dB, SSIM {last['ssim']:.3f}, {last['usage']:.0%} of codes used")
 
 
 def _cmd_train_vqvae(args: argparse.Namespace) -> int:
@@ -53,8 +70,8 @@ def _cmd_train_vqvae(args: argparse.Namespace) -> int:
     profile = get_profile(args.profile)
     print(describe(profile))
     run = train_vqvae(profile, steps=args.steps, resume=not args.restart)
-    last = run.validation[-1] if run.validation else {}
-    print(f"VQ-VAE saved in {run.folder}: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
+    if run.validation:
+        _print_vqvae_metrics(run.folder)
     return 0
 
 
@@ -68,6 +85,23 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
     info = read_token_info(tokens_folder(profile))
     sizes = ", ".join(f"{name} {len(split):,}" for name, split in splits.items())
     print(f"tokens in {tokens_folder(profile)}: {sizes} faces; encoded at {info.images_per_second:,.0f} img/s")
+    return 0
+
+
+def _cmd_train_gpt(args: argparse.Namespace) -> int:
+    from facegen.config import describe, get_profile
+    from facegen.gpt import METADATA_FILE, MODEL_DIR, describe_gpt, train_gpt
+
+    from accelerate import PartialState
+
+    profile = get_profile(args.profile)
+    if PartialState().is_main_process:  # under `accelerate launch`, one process speaks
+        print(describe(profile))
+    run = train_gpt(profile, steps=args.steps, resume=not args.restart)
+    if run.is_main_process:
+        saved = run.folder / MODEL_DIR / METADATA_FILE
+        if saved.is_file():
+            print(f"{describe_gpt(json.loads(saved.read_text()))}; saved in {saved.parent}")
     return 0
 
 
@@ -86,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=None, help="override the profile's step count")
     train.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     train.set_defaults(func=_cmd_train_vqvae)
+
+    train_gpt = commands.add_parser("train-gpt", parents=[common], help="train (or resume) the profile's GPT; "
+                                    "multi-GPU: `accelerate launch -m facegen.cli train-gpt`")
+    train_gpt.add_argument("--steps", type=int, default=None, help="override the profile's step count")
+    train_gpt.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    train_gpt.set_defaults(func=_cmd_train_gpt)
 
     commands.add_parser("tokenize", parents=[common], help="encode the dataset into VQ-VAE tokens (once)"
                         ).set_defaults(func=_cmd_tokenize)

@@ -97,3 +97,142 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 2.0, reduction: str = "mean")
     ssim_map = luminance * contrast_structure  # (B, C, H - 10, W - 10)
     return _reduce(ssim_map.mean(dim=(1, 2, 3)), reduction, "ssim")
 
+
+
+# ------------------------------------------------------------------------------------ judging samples with a classifier
+# `classifier` below is any module with `attributes` (names), `forward(images) -> logits (B, A)` and
+# `features(images) -> (B, F)`, e.g. facegen.classifier.AttributeClassifier. Images are uint8 (N, 3, H, W) or floats
+# in [-1, 1].
+
+__all__ += ["classifier_outputs", "requested_targets", "prediction_accuracy", "attribute_accuracy",
+            "feature_statistics", "frechet_distance", "frechet_feature_distance"]
+
+
+@torch.no_grad()
+def classifier_outputs(classifier: torch.nn.Module, images: Tensor, batch_size: int = 256,
+                       features: bool = False) -> Tensor:
+    """Logits (N, A), or with `features=True` the pooled features (N, F), of `classifier` in eval mode, computed
+    `batch_size` images at a time; returned on the CPU in float32. The module's train/eval mode is restored."""
+    from facegen.data.transforms import from_uint8
+
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"classifier_outputs: expected images (N, 3, H, W), got shape {tuple(images.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"classifier_outputs: batch_size must be >= 1, got {batch_size}")
+    device = next(classifier.parameters()).device
+    was_training = classifier.training
+    classifier.eval()
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size]
+        batch = from_uint8(batch) if batch.dtype == torch.uint8 else batch.float()
+        batch = batch.to(device).contiguous(memory_format=torch.channels_last)
+        outputs.append((classifier.features(batch) if features else classifier(batch)).float().cpu())
+    classifier.train(was_training)
+    return torch.cat(outputs)
+
+
+def requested_targets(requested, n_images: int, attributes: tuple[str, ...]) -> Tensor:
+    """What was asked of each image as an (N, A) long tensor of 1 (present), 0 (absent), -1 (not specified).
+
+    `requested` is either one dict for every image, {name: 0, 1, None or "?"} (names not given are unspecified),
+    or already an (N, A) tensor of 0 / 1 / -1 in the order of `attributes`."""
+    attributes = tuple(attributes)
+    if isinstance(requested, dict):
+        unknown = [name for name in requested if name not in attributes]
+        if unknown:
+            raise KeyError(f"requested attributes {unknown} are not among the classifier's: {', '.join(attributes)}")
+        row = torch.full((len(attributes),), -1, dtype=torch.long)
+        for name, value in requested.items():
+            if value is None or value == "?":
+                continue
+            if isinstance(value, bool) or value not in (0, 1):
+                raise ValueError(f"requested[{name!r}] must be 0, 1, None or '?', got {value!r} (CelebA's -1 means "
+                                 "absent there, so it is not accepted here: write 0)")
+            row[attributes.index(name)] = int(value)
+        return row.expand(n_images, -1).clone()
+    targets = torch.as_tensor(requested)
+    if targets.shape != (n_images, len(attributes)) or targets.is_floating_point():
+        raise ValueError(f"requested: expected a dict or an integer tensor of shape ({n_images}, {len(attributes)}) "
+                         f"with 1 / 0 / -1 (unspecified), got {targets.dtype} {tuple(targets.shape)}")
+    if not bool(((targets == 0) | (targets == 1) | (targets == -1)).all()):
+        raise ValueError(f"requested: values must be 1, 0 or -1 (unspecified), got {sorted(set(targets.unique().tolist()))}")
+    return targets.long()
+
+
+def prediction_accuracy(predicted: Tensor, targets: Tensor, attributes: tuple[str, ...]) -> dict:
+    """Accuracy of 0/1 predictions (N, A) against targets (N, A) of 1 / 0 / -1, ignoring the -1 (unspecified).
+
+    Returns {"per_attribute": {name: accuracy}, "count": {name: specified images}, "mean": ...}; attributes never
+    specified are left out, and "mean" is the plain average over the attributes that are present (each attribute
+    counts the same, however many images asked for it); NaN when nothing was specified."""
+    if predicted.shape != targets.shape or predicted.shape[-1] != len(attributes):
+        raise ValueError(f"prediction_accuracy: predicted {tuple(predicted.shape)} and targets "
+                         f"{tuple(targets.shape)} must both be (N, {len(attributes)})")
+    specified = targets != -1
+    correct = (predicted.long() == targets) & specified
+    counts = specified.sum(dim=0)
+    per_attribute = {name: correct[:, j].sum().item() / counts[j].item()
+                     for j, name in enumerate(attributes) if counts[j] > 0}
+    mean = sum(per_attribute.values()) / len(per_attribute) if per_attribute else float("nan")
+    return {"mean": mean, "per_attribute": per_attribute,
+            "count": {name: int(counts[j]) for j, name in enumerate(attributes) if counts[j] > 0}}
+
+
+def attribute_accuracy(classifier: torch.nn.Module, images: Tensor, requested, batch_size: int = 256) -> dict:
+    """How often the classifier sees what was requested: see `requested_targets` for `requested` and
+    `prediction_accuracy` for the result. A prediction is "present" where the logit is positive (p > 0.5)."""
+    targets = requested_targets(requested, len(images), classifier.attributes)
+    predicted = classifier_outputs(classifier, images, batch_size=batch_size) > 0
+    return prediction_accuracy(predicted, targets, classifier.attributes)
+
+
+def feature_statistics(features: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean (F,) and covariance (F, F) of features (N, F), in float64; the covariance uses N - 1, as FID does."""
+    features = torch.as_tensor(features)
+    if features.ndim != 2 or len(features) < 2:
+        raise ValueError(f"feature_statistics: expected features (N, F) with N >= 2, got shape {tuple(features.shape)}")
+    features = features.double()
+    return features.mean(dim=0), torch.cov(features.T).reshape(features.shape[1], features.shape[1])
+
+
+def _sqrt_psd(matrix: Tensor) -> Tensor:
+    """Square root of a symmetric positive semi-definite matrix from its eigen-decomposition; the tiny negative
+    eigenvalues that rounding creates are set to 0."""
+    eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
+    return (eigenvectors * eigenvalues.clamp(min=0).sqrt()) @ eigenvectors.T
+
+
+def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> float:
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), the formula of FID:
+
+        ||mu1 - mu2||^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^(1/2)).
+
+    sigma1 sigma2 is not symmetric, but it is similar to S = sigma1^(1/2) sigma2 sigma1^(1/2), which is symmetric
+    positive semi-definite, so tr((sigma1 sigma2)^(1/2)) = sum of sqrt(eigenvalues of S): two symmetric eigen-
+    decompositions in float64, no complex numbers and no scipy. The result is clamped at 0 (rounding can leave -1e-12)."""
+    mu1, mu2 = torch.as_tensor(mu1).double(), torch.as_tensor(mu2).double()
+    sigma1, sigma2 = torch.as_tensor(sigma1).double(), torch.as_tensor(sigma2).double()
+    size = mu1.shape[0] if mu1.ndim == 1 else -1
+    for name, value, shape in (("mu1", mu1, (size,)), ("mu2", mu2, (size,)), ("sigma1", sigma1, (size, size)),
+                               ("sigma2", sigma2, (size, size))):
+        if tuple(value.shape) != shape:
+            raise ValueError(f"frechet_distance: {name} has shape {tuple(value.shape)}; expected means (F,) and "
+                             f"covariances (F, F) with one F, here F = {size}")
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"frechet_distance: {name} holds NaN or inf")
+    root1 = _sqrt_psd((sigma1 + sigma1.T) / 2)
+    middle = root1 @ sigma2 @ root1
+    trace_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    distance = (mu1 - mu2).pow(2).sum() + sigma1.trace() + sigma2.trace() - 2 * trace_sqrt
+    return max(float(distance), 0.0)
+
+
+def frechet_feature_distance(classifier: torch.nn.Module, images_a: Tensor, images_b: Tensor,
+                             batch_size: int = 256) -> float:
+    """Frechet distance between the classifier's pooled features of two image sets (the idea of FID, with our
+    classifier in place of Inception). It shrinks with more images even between samples of one distribution, so
+    compare numbers made with equal set sizes."""
+    stats_a = feature_statistics(classifier_outputs(classifier, images_a, batch_size, features=True))
+    stats_b = feature_statistics(classifier_outputs(classifier, images_b, batch_size, features=True))
+    return frechet_distance(*stats_a, *stats_b)

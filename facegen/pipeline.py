@@ -67,8 +67,11 @@ def load_images(profile: Profile | None = None, split: str = "train", attributes
 def _data_key(profile: Profile, folder: Path) -> str:
     if profile.data.source == "hf":
         return "hf"
+    import hashlib
+
     stat = (folder / "list_attr_celeba.txt").stat()
-    return f"{stat.st_size}-{int(stat.st_mtime)}"
+    where = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]
+    return f"{where}-{stat.st_size}-{stat.st_mtime_ns}"
 
 
 def ensure_vqvae(profile: Profile | None = None, progress: bool = True):
@@ -92,3 +95,22 @@ def ensure_tokens(profile: Profile | None = None, progress: bool = True):
     profile = profile or get_profile()
     ensure_synthfaces(profile, progress=progress)
     return tokenize_dataset(profile, vqvae=ensure_vqvae(profile, progress=progress), progress=progress)
+
+
+def ensure_gpt(profile: Profile | None = None, progress: bool = True):
+    """The profile's trained GPT as `(model, tokenizer, vocab, metadata)` (a `facegen.gpt.LoadedGPT`), training it
+    first when `artifacts/<profile>/gpt/model` is missing or was trained on another VQ-VAE's tokens."""
+    from facegen.gpt import check_gpt_matches_vqvae, gpt_folder, gpt_stale_reason, load_gpt, train_gpt
+    from facegen.tokenize_dataset import read_token_info, tokens_folder
+
+    profile = profile or get_profile()
+    splits = ensure_tokens(profile, progress=progress)
+    vqvae = read_token_info(tokens_folder(profile)).vqvae
+    folder = gpt_folder(profile)
+    reason = gpt_stale_reason(folder, vqvae)
+    if reason is not None:
+        _note(f"training the {profile.name!r} GPT into {folder} ({reason}; needed by this notebook; done once)")
+        train_gpt(profile, splits=splits, progress=progress, vqvae_fingerprint=vqvae)
+    loaded = load_gpt(folder)
+    check_gpt_matches_vqvae(loaded.metadata, vqvae)
+    return loaded

@@ -9,6 +9,7 @@ AMP (bf16 autocast) is used on CUDA only: on these CPUs bf16 is emulated and far
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_model
 from tqdm.auto import tqdm
 
 from facegen import metrics
@@ -112,7 +114,8 @@ def train_vqvae(profile: Profile | None = None, train_images: torch.Tensor | Non
     val_images = val_images[:512]
 
     torch.manual_seed(cfg.seed)
-    model = VQVAE.from_profile(profile).to(device)
+    # channels_last lets the CPU's oneDNN convolutions skip layout conversions: ~1.7x faster training here.
+    model = VQVAE.from_profile(profile).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = cosine_with_warmup(optimizer, warmup=min(100, steps // 10 + 1), total=steps)
     run = VQVAERun(model=model, folder=folder)
@@ -128,7 +131,8 @@ def train_vqvae(profile: Profile | None = None, train_images: torch.Tensor | Non
     began = time.perf_counter()
     bar = tqdm(range(start, end), initial=start, total=steps, desc="VQ-VAE", disable=not progress)
     for step in bar:
-        x = from_uint8(train_images[batch_indices(step, len(train_images), cfg.batch_size, cfg.seed)]).to(device)
+        batch = train_images[batch_indices(step, len(train_images), cfg.batch_size, cfg.seed)]
+        x = from_uint8(batch).to(device, memory_format=torch.channels_last)
         with _autocast(device):
             recon, vq = model(x)
             recon_loss = F.mse_loss(recon.float(), x)
@@ -179,11 +183,24 @@ def save_trained(run: VQVAERun) -> Path:
 
 
 def load_vqvae(folder: Path, device: str = "cpu") -> VQVAE:
-    """A trained VQ-VAE from a `save_pretrained` folder (or its parent artifact folder), in eval mode."""
+    """A trained VQ-VAE from a `save_pretrained` folder (or its parent artifact folder), loaded strictly, eval mode."""
     folder = Path(folder)
     if (folder / MODEL_DIR / "config.json").is_file():
         folder = folder / MODEL_DIR
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+    config_file, weights = folder / "config.json", folder / "model.safetensors"
+    if not config_file.is_file() or not weights.is_file():
         raise FileNotFoundError(f"{folder} is not a trained VQ-VAE: expected config.json and model.safetensors "
                                 "(train one with `facegen train-vqvae`)")
-    return VQVAE.from_pretrained(folder).to(device).eval()
+    try:
+        model = VQVAE(**json.loads(config_file.read_text()))
+    except (json.JSONDecodeError, TypeError) as error:
+        raise ValueError(f"{config_file} is not a VQ-VAE config ({error})") from error
+    # Not VQVAE.from_pretrained: it prints to stdout and loads non-strictly; a wrong file should fail loudly.
+    try:
+        missing, unexpected = load_model(model, weights, strict=False)
+    except RuntimeError as error:  # shapes differ from what config.json describes
+        raise ValueError(f"{weights} does not match {config_file}: {error}") from error
+    if missing or unexpected:
+        raise ValueError(f"{weights} does not match its config: missing {sorted(missing)}, "
+                         f"unexpected {sorted(unexpected)}")
+    return model.to(device).eval()

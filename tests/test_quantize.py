@@ -299,3 +299,13 @@ def test_same_indices_as_vector_quantize_pytorch_given_the_same_codebook():
     assert torch.equal(ours.encode(z).reshape(2, 35), ref_indices)
     assert torch.allclose(ours.decode(ours.encode(z)).permute(0, 2, 3, 1).reshape(2, 35, dim), ref_quantized,
                           atol=1e-6)
+
+
+def test_nearest_codes_is_the_same_in_chunks_and_handles_no_rows():
+    from facegen.quantize import nearest_codes
+
+    g = torch.Generator().manual_seed(5)
+    flat, codebook = torch.randn(10, 4, generator=g), torch.randn(7, 4, generator=g)
+    brute = torch.cdist(flat, codebook).argmin(dim=1)
+    assert torch.equal(nearest_codes(flat, codebook, chunk=3), brute)  # 4 chunks, the last one short
+    assert nearest_codes(flat[:0], codebook).shape == (0,)

@@ -86,3 +86,15 @@ def test_training_lowers_the_reconstruction_error(tmp_path):
 def test_load_vqvae_names_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="expected config.json and model.safetensors"):
         load_vqvae(tmp_path)
+
+
+def test_load_vqvae_rejects_weights_that_do_not_match_the_config(tmp_path):
+    from facegen.vqvae import VQVAE
+
+    VQVAE(codebook_size=16, embed_dim=8, hidden=16, n_res_blocks=1).save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"codebook_size": 16, "embed_dim": 8, "hidden": 32, "n_res_blocks": 1}')
+    with pytest.raises(ValueError, match="(?s)model.safetensors does not match .*config.json.*size mismatch"):
+        load_vqvae(tmp_path)
+    (tmp_path / "config.json").write_text('{"width": 3}')
+    with pytest.raises(ValueError, match="config.json is not a VQ-VAE config"):
+        load_vqvae(tmp_path)

@@ -1,0 +1,64 @@
+"""VQ-VAE speed on this machine for a profile's model: training images/s and encoding images/s.
+
+    python benchmarks/bench_vqvae.py [--profile cpu] [--steps 30]
+
+Training runs the real `train_vqvae` step (channels_last, batch size from the profile) on random images; encoding
+runs `encode_indices` in batches of 256 (the batch size tokenization uses). Prints one line per figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from facegen.config import get_profile
+from facegen.vqvae import VQVAE
+
+
+def training_images_per_second(model: VQVAE, batch_size: int, steps: int) -> float:
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    model.train()
+    x = (torch.rand(batch_size, 3, 128, 128) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    for step in range(steps + 3):
+        if step == 3:  # warm-up steps (k-means init, oneDNN kernel selection) are not timed
+            start = time.perf_counter()
+        recon, vq = model(x)
+        loss = F.mse_loss(recon, x) + vq.loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def encoding_images_per_second(model: VQVAE, n: int = 1024, batch_size: int = 256) -> float:
+    model.eval()
+    images = torch.rand(n, 3, 128, 128) * 2 - 1
+    model.encode_indices(images[:batch_size])  # warm-up
+    start = time.perf_counter()
+    for i in range(0, n, batch_size):
+        model.encode_indices(images[i:i + batch_size].contiguous(memory_format=torch.channels_last))
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--steps", type=int, default=30)
+    args = parser.parse_args()
+    profile = get_profile(args.profile)
+    torch.manual_seed(0)
+    model = VQVAE.from_profile(profile).to(memory_format=torch.channels_last)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"VQ-VAE of profile {profile.name!r}: {params:,} parameters, {torch.get_num_threads()} threads")
+    train = training_images_per_second(model, profile.vqvae.batch_size, args.steps)
+    print(f"training: {train:.1f} images/s (batch {profile.vqvae.batch_size}, 128 px, fp32)")
+    encode = encoding_images_per_second(model)
+    print(f"encoding: {encode:.1f} images/s (batch 256) -> CelebA's 202,599 images in {202_599 / encode / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

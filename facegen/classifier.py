@@ -1,0 +1,283 @@
+"""The attribute classifier: a small CNN that judges generated faces.
+
+It answers two questions about samples:
+- did the GPT draw what was asked? `metrics.attribute_accuracy` compares its predictions with the request;
+- do samples look like the data? `metrics.frechet_feature_distance` compares the statistics of its pooled features
+  (the idea of FID, with a feature extractor trained on our own faces instead of Inception on ImageNet).
+The VQGAN chapter also reuses its `feature_maps` as a perceptual loss.
+
+Architecture: five stages, each a stride-2 3x3 convolution (+ BatchNorm + ReLU), the deeper three followed by a
+stride-1 one: 128 px -> 4 px, channels width/2, width, 2w, 4w, 8w; then a global average pool (the `features`, 8w
+numbers) and one linear layer to the logits of the 18 `CONDITIONING_ATTRIBUTES`.
+
+Training is the VQ-VAE's loop in small: batches and augmentation are pure functions of (seed, step), checkpoints
+hold every RNG state, so an interrupted run resumes exactly. The artifact `artifacts/<profile>/classifier/` holds
+config.json + model.safetensors (PyTorchModelHubMixin's format) and metrics.json (validation accuracy per attribute).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from safetensors.torch import load_model
+from torch import nn
+from tqdm.auto import tqdm
+
+from facegen import metrics
+from facegen.attributes import CELEBA_ATTRIBUTES, CONDITIONING_ATTRIBUTES, attribute_index
+from facegen.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
+from facegen.config import Profile, get_profile
+from facegen.data.transforms import from_uint8
+from facegen.vqvae_training import batch_indices, cosine_with_warmup
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+HISTORY = "history.json"
+MAX_SHIFT = 4  # augmentation: random translations of up to this many pixels (no flips: see `random_shift`)
+CHECKPOINTS_PER_RUN = 4  # validate and checkpoint this many times per run (and at `stop_after`)
+WEIGHT_DECAY = 0.01
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
+    # No conv bias: BatchNorm's shift replaces it.
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+
+class AttributeClassifier(nn.Module, PyTorchModelHubMixin):
+    """Images (B, 3, H, W) in [-1, 1] -> logits (B, len(attributes)); positive logit = attribute present."""
+
+    def __init__(self, width: int = 32, attributes: tuple[str, ...] | list[str] = CONDITIONING_ATTRIBUTES):
+        super().__init__()
+        if isinstance(width, bool) or not isinstance(width, int) or width < 2 or width % 2:
+            raise ValueError(f"AttributeClassifier: width must be an even integer >= 2, got {width!r}")
+        unknown = [name for name in attributes if name not in CELEBA_ATTRIBUTES]
+        if unknown or not attributes or len(set(attributes)) != len(attributes):
+            raise ValueError(f"AttributeClassifier: attributes must be distinct CelebA names; got {list(attributes)}")
+        self.width, self.attributes = width, tuple(attributes)
+        channels = [width // 2, width, 2 * width, 4 * width, 8 * width]
+        stages, previous = [], 3
+        for i, out in enumerate(channels):
+            # The first two stages only downsample: at 64 and 32 px a second conv costs most and helps least.
+            layers = [_conv_bn_relu(previous, out, stride=2)] + ([_conv_bn_relu(out, out, 1)] if i >= 2 else [])
+            stages.append(nn.Sequential(*layers))
+            previous = out
+        self.stages = nn.ModuleList(stages)
+        self.head = nn.Linear(previous, len(self.attributes))
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> "AttributeClassifier":
+        return cls(width=profile.classifier.width)
+
+    @property
+    def n_features(self) -> int:
+        return self.head.in_features
+
+    def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every stage: (B, width/2, H/2, W/2), (B, width, H/4, W/4), ... (B, 8 width, H/32, W/32)."""
+        _check_images(images)
+        maps, x = [], images
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return maps
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, n_features): the last stage's maps averaged over positions, i.e. what the linear head reads."""
+        return self.feature_maps(images)[-1].mean(dim=(2, 3))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"AttributeClassifier: expected images of shape (B, 3, H, W) in [-1, 1], got {shape}")
+    if not images.is_floating_point():
+        raise TypeError(f"AttributeClassifier: expected float images in [-1, 1], got {images.dtype} "
+                        "(convert uint8 images with facegen.data.transforms.from_uint8)")
+
+
+# ------------------------------------------------------------------------------------------------------- training
+
+@dataclass
+class ClassifierRun:
+    model: AttributeClassifier
+    folder: Path
+    history: list[dict] = field(default_factory=list)  # one row per step: step, loss, lr
+    validation: list[dict] = field(default_factory=list)  # one row per validation: step, loss, mean accuracy
+    metrics: dict = field(default_factory=dict)  # the last validation in full (what metrics.json holds)
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+
+
+def classifier_folder(profile: Profile) -> Path:
+    return profile.artifacts / "classifier"
+
+
+def targets_from_celeba(attributes: torch.Tensor, names: tuple[str, ...] = CONDITIONING_ATTRIBUTES) -> torch.Tensor:
+    """CelebA attribute rows (N, 40) of -1/1 -> (N, len(names)) of 0/1 (long), the columns of `names`."""
+    if attributes.ndim != 2 or attributes.shape[1] != len(CELEBA_ATTRIBUTES):
+        raise ValueError(f"expected CelebA attributes of shape (N, {len(CELEBA_ATTRIBUTES)}), "
+                         f"got {tuple(attributes.shape)}")
+    columns = attributes[:, [attribute_index(name) for name in names]]
+    if not bool(((columns == 1) | (columns == -1)).all()):
+        raise ValueError("CelebA attributes must hold only -1 and 1")
+    return (columns == 1).long()
+
+
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by its own random offset in [-max_shift, max_shift]^2, repeating the border pixels.
+
+    No horizontal flips: SynthFaces look symmetric, but a flip is a claim that no attribute has a side, and
+    translations already give the small invariance the classifier needs."""
+    if max_shift == 0:
+        return images
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (max_shift,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * max_shift + 1, (len(images), 2), generator=generator).tolist()
+    return torch.stack([padded[i, :, dy:dy + height, dx:dx + width] for i, (dy, dx) in enumerate(offsets)])
+
+
+def evaluate_classifier(model: AttributeClassifier, images: torch.Tensor, attributes: torch.Tensor,
+                        batch_size: int = 256) -> dict:
+    """Validation metrics on uint8 images and their CelebA attributes (N, 40): BCE loss, accuracy per attribute and
+    their mean, and the accuracy of always answering the majority class (the baseline to beat)."""
+    targets = targets_from_celeba(attributes, model.attributes)
+    logits = metrics.classifier_outputs(model, images, batch_size=batch_size)
+    loss = F.binary_cross_entropy_with_logits(logits, targets.float()).item()
+    accuracy = metrics.prediction_accuracy(logits > 0, targets, model.attributes)
+    rate = targets.float().mean(dim=0)
+    majority = torch.maximum(rate, 1 - rate)
+    return {"loss": loss, "mean_accuracy": accuracy["mean"], "accuracy": accuracy["per_attribute"],
+            "majority_baseline": dict(zip(model.attributes, majority.tolist())),
+            "mean_majority_baseline": majority.mean().item(), "n_images": len(images)}
+
+
+def train_classifier(profile: Profile | None = None, train: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     valid: tuple[torch.Tensor, torch.Tensor] | None = None, folder: Path | None = None,
+                     steps: int | None = None, stop_after: int | None = None, resume: bool = True,
+                     progress: bool = True) -> ClassifierRun:
+    """Train (or resume) the profile's attribute classifier on (uint8 images (N, 3, S, S), CelebA attributes (N, 40)).
+
+    Loss: binary cross-entropy on each of the 18 attributes. Without data, the profile's train / valid splits are
+    loaded (SynthFaces generated first if missing). `stop_after` ends the run early at that step, with a checkpoint,
+    as an interruption would; calling again with `resume=True` continues exactly. The finished model is saved in
+    `folder` (default `artifacts/<profile>/classifier`) with metrics.json."""
+    profile = profile or get_profile()
+    cfg = profile.classifier
+    steps = steps or cfg.steps
+    folder = Path(folder or classifier_folder(profile))
+    train_images, train_attributes = train if train is not None else _load_split(profile, "train", progress)
+    valid_images, valid_attributes = valid if valid is not None else _load_split(profile, "valid", progress)
+    _check_split(train_images, train_attributes, "train")
+    _check_split(valid_images, valid_attributes, "valid")
+    train_targets = targets_from_celeba(train_attributes).float()
+
+    torch.manual_seed(cfg.seed)
+    # channels_last lets the CPU's oneDNN convolutions skip layout conversions (~1.5x faster training here).
+    model = AttributeClassifier.from_profile(profile).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=WEIGHT_DECAY)
+    scheduler = cosine_with_warmup(optimizer, warmup=min(50, steps // 10 + 1), total=steps)
+    run = ClassifierRun(model=model, folder=folder)
+    start = 0
+    checkpoint = folder / CHECKPOINT
+    if resume and checkpoint.is_file():
+        state = load_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler)
+        start, run.history, run.validation = state["step"], state["history"], state["validation"]
+        run.seconds, run.metrics = state["seconds"], state["metrics"]
+
+    end = min(steps, stop_after) if stop_after is not None else steps
+    validate_every = max(steps // CHECKPOINTS_PER_RUN, 1)
+    model.train()
+    began = time.perf_counter()
+    bar = tqdm(range(start, end), initial=start, total=steps, desc="classifier", disable=not progress)
+    for step in bar:
+        index = batch_indices(step, len(train_images), cfg.batch_size, cfg.seed)
+        augment = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # the shifts, recomputable per step
+        x = random_shift(from_uint8(train_images[index]), MAX_SHIFT, augment).contiguous(
+            memory_format=torch.channels_last)
+        loss = F.binary_cross_entropy_with_logits(model(x), train_targets[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        run.history.append({"step": step + 1, "loss": loss.item(), "lr": scheduler.get_last_lr()[0]})
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        done = step + 1
+        if done % validate_every == 0 or done == end:
+            run.metrics = {"step": done, **evaluate_classifier(model, valid_images, valid_attributes)}
+            model.train()
+            run.validation.append({"step": done, "loss": run.metrics["loss"],
+                                   "mean_accuracy": run.metrics["mean_accuracy"]})
+            bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{run.metrics['mean_accuracy']:.3f}")
+            save_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, step=done,
+                            history=run.history, validation=run.validation, metrics=run.metrics,
+                            seconds=run.seconds + time.perf_counter() - began)
+    bar.close()
+    elapsed = time.perf_counter() - began
+    run.seconds += elapsed
+    run.images_per_second = (end - start) * cfg.batch_size / elapsed if end > start else 0.0
+    if end == steps:
+        save_trained(run)
+    return run
+
+
+def _load_split(profile: Profile, split: str, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from facegen.pipeline import load_images
+
+    return load_images(profile, split, attributes=True, progress=progress)
+
+
+def _check_split(images: torch.Tensor, attributes: torch.Tensor, name: str) -> None:
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"train_classifier: {name} images must be uint8 (N, 3, H, W), "
+                         f"got {images.dtype} {tuple(images.shape)}")
+    if len(attributes) != len(images):
+        raise ValueError(f"train_classifier: {name} has {len(images)} images but {len(attributes)} attribute rows")
+
+
+def save_trained(run: ClassifierRun) -> Path:
+    """config.json + model.safetensors + metrics.json in `run.folder` (plus history.json), model files last."""
+    folder = run.folder
+    atomic_write_json(folder / METRICS, {**run.metrics, "seconds": run.seconds,
+                                         "images_per_second": run.images_per_second})
+    atomic_write_json(folder / HISTORY, {"train": run.history, "validation": run.validation, "seconds": run.seconds})
+    # save_pretrained writes in place; write to a temporary folder and move the files, weights last, so that a
+    # present model.safetensors always means a complete model.
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".save-") as tmp:
+        run.model.save_pretrained(tmp)
+        for name in ("config.json", "model.safetensors"):
+            os.replace(Path(tmp) / name, folder / name)
+    return folder
+
+
+def load_classifier(folder: Path, device: str = "cpu") -> AttributeClassifier:
+    """A trained classifier from its folder (config.json + model.safetensors), loaded strictly, in eval mode."""
+    folder = Path(folder)
+    config_file, weights = folder / "config.json", folder / "model.safetensors"
+    if not config_file.is_file() or not weights.is_file():
+        raise FileNotFoundError(f"{folder} is not a trained attribute classifier: expected config.json and "
+                                "model.safetensors (train one with facegen.pipeline.ensure_classifier)")
+    try:
+        model = AttributeClassifier(**json.loads(config_file.read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError) as error:
+        raise ValueError(f"{config_file} is not an attribute classifier config ({error})") from error
+    # Not from_pretrained: it prints to stdout and loads non-strictly; a wrong file should fail loudly.
+    try:
+        missing, unexpected = load_model(model, weights, strict=False)
+    except RuntimeError as error:  # shapes differ from what config.json describes
+        raise ValueError(f"{weights} does not match {config_file}: {error}") from error
+    if missing or unexpected:
+        raise ValueError(f"{weights} does not match its config: missing {sorted(missing)}, "
+                         f"unexpected {sorted(unexpected)}")
+    return model.to(device, memory_format=torch.channels_last).eval()

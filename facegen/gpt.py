@@ -1,0 +1,517 @@
+"""The GPT: a Hugging Face GPT-2 that learns face token sequences, trained with `accelerate`.
+
+    <START_FACE> <18 attribute tokens> <START_GENERATION> <256 image tokens> <END_GENERATION>     (277 tokens)
+
+The loss is the mean cross-entropy, in nats, over the 257 predictions that matter: the 256 image tokens and
+<END_GENERATION> of each sequence. The attributes and specials are given, not predicted (their labels are -100;
+Hugging Face shifts the labels itself, so the logits at position t-1 are scored against the token at t).
+`bits_per_image` = 256 * loss / ln 2: that per-token mean (END included, which costs next to nothing once learnt)
+times the 256 image tokens, i.e. how many bits the model needs to write down one face.
+
+Training (`train_gpt`) in one `accelerate.Accelerator`, so the same code runs on a CPU, a GPU with mixed precision,
+or several GPUs under `accelerate launch -m facegen.cli train-gpt`:
+- mixed precision "auto": bf16 on CUDA (fp16 with a loss scaler where bf16 is missing), none on CPU;
+- gradient accumulation with `accelerator.accumulate`, AdamW (fused where torch supports it), weight decay on
+  matrices only, cosine schedule with warm-up, gradient clipping at 1.0;
+- classifier-free guidance training: each batch has attributes replaced by `?` at random (`drop_attributes`);
+- batches and their attribute dropout are a pure function of (seed, step), so a checkpoint (model, optimizer,
+  scheduler, step, history, RNG states; every `val_every` steps) resumes exactly where the run stopped.
+
+    artifacts/<profile>/gpt/
+        checkpoint.pt       the training state (resume)
+        history.json        training and validation rows
+        model/              config.json, model.safetensors, tokenizer files (save_pretrained of both),
+                            facegen.json: the profile and the VQ-VAE whose tokens the GPT speaks (`load_gpt`)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import transformers
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from facegen.checkpoint import atomic_write_json, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from facegen.config import GPTConfig, Profile, get_profile
+from facegen.tokens import Vocabulary, build_hf_tokenizer, vocabulary_from_tokenizer
+from facegen.vqvae_training import batch_indices, cosine_with_warmup
+
+GPT_DIR = "gpt"
+MODEL_DIR = "model"
+CHECKPOINT = "checkpoint.pt"
+HISTORY_FILE = "history.json"
+METADATA_FILE = "facegen.json"
+METADATA_FORMAT = 1
+GRAD_CLIP = 1.0
+MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
+LOSS_DEFINITION = ("val_loss: mean cross-entropy in nats over the 256 image tokens + <END_GENERATION> of every "
+                   "validation sequence (257 predictions each); bits_per_image = 256 * val_loss / ln 2")
+
+
+def gpt_folder(profile: Profile) -> Path:
+    return profile.artifacts / GPT_DIR
+
+
+# ------------------------------------------------------------------------------------------------------- model
+
+
+def gpt_config(profile: Profile, vocab: Vocabulary) -> GPT2Config:
+    """GPT-2 sized by the profile, with the vocabulary's size, sequence length and special ids."""
+    cfg = profile.gpt
+    return GPT2Config(
+        vocab_size=vocab.size, n_positions=vocab.length, n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head,
+        resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+        bos_token_id=vocab.start_face_id, eos_token_id=vocab.end_generation_id, pad_token_id=vocab.pad_id)
+
+
+def _name_the_loss(model: GPT2LMHeadModel) -> GPT2LMHeadModel:
+    # transformers finds the loss by the class name; "GPT2LMHeadModel" does not say "ForCausalLM", so without this it
+    # warns on stderr at the first loss (which would break nbval) before using the causal-LM loss anyway.
+    model.loss_type = "ForCausalLM"
+    return model
+
+
+def build_gpt(profile: Profile, vocab: Vocabulary) -> GPT2LMHeadModel:
+    """A freshly initialised GPT-2 for the profile (seed torch first for a reproducible init). Built inside
+    `with torch.device("meta"):` it allocates nothing, which is how the `gpu` model's size is measured on a CPU."""
+    return _name_the_loss(GPT2LMHeadModel(gpt_config(profile, vocab)))
+
+
+def count_parameters(config: GPT2Config) -> dict[str, int]:
+    """Parameters of the GPT-2 a config describes, counted on the meta device (no memory, no init):
+    `total` (the output layer shares the token embedding, so it is counted once), `embedding` (tokens + positions)
+    and `non_embedding` (the transformer blocks and the final LayerNorm)."""
+    with torch.device("meta"):
+        model = GPT2LMHeadModel(config)
+    total = sum(p.numel() for p in model.parameters())
+    embedding = model.transformer.wte.weight.numel() + model.transformer.wpe.weight.numel()
+    return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
+
+
+def training_flops_per_token(config: GPT2Config) -> int:
+    """Floating-point operations to train on one token (forward + backward = 3 x forward), the usual estimate:
+
+        6 * (non-embedding parameters + vocab_size * n_embd)  +  12 * n_layer * n_positions * n_embd
+
+    Every weight costs a multiply-add per token forward (2 FLOPs) and twice that backward (6 in all). The output layer
+    is counted (it shares the token embedding's weights but is a real vocab_size x n_embd matmul); the embedding
+    lookups are not (they are reads). The second term is attention itself (scores and weighted sum: 2 * 2 * n_ctx *
+    n_embd per layer forward, x3), with the full context n_ctx = n_positions, as in the PaLM paper's appendix B."""
+    counts = count_parameters(config)
+    matmul_weights = counts["non_embedding"] + config.vocab_size * config.n_embd
+    return 6 * matmul_weights + 12 * config.n_layer * config.n_positions * config.n_embd
+
+
+def resolve_mixed_precision(setting: str, cuda: bool | None = None) -> str:
+    """accelerate's mixed_precision for a profile setting: "auto" is bf16 on CUDA (fp16 on GPUs without bf16, where
+    accelerate adds the loss scaler), and "no" on CPU: there bf16 is emulated and ~100x slower than fp32 on the
+    course's machines, and fp16 is not supported. "no", "fp16", "bf16" are used as given."""
+    if setting not in MIXED_PRECISION_CHOICES:
+        raise ValueError(f"gpt.mixed_precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}; got {setting!r}")
+    if setting != "auto":
+        return setting
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if not cuda:
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices only (linear layers, embeddings), not on biases and LayerNorm gains,
+    which set scales and offsets rather than store patterns. Fused (one kernel for all parameters) where torch
+    supports it for the parameters' device and dtype."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # a torch or device without the fused kernel
+        return torch.optim.AdamW(groups, lr=lr)
+
+
+# -------------------------------------------------------------------------------------------------------- data
+
+
+def encode_split(split, vocab: Vocabulary, name: str = "split", chunk: int = 16_384) -> torch.Tensor:
+    """The sequences (N, vocab.length) of a tokenized split (columns `codes`, `attributes`), int32 to halve the
+    memory of real CelebA (162,770 x 277). Encoded in chunks so no (N, 277) int64 copy is ever made."""
+    missing = [column for column in ("codes", "attributes") if column not in split.column_names]
+    if missing:
+        raise ValueError(f"{name}: missing column(s) {', '.join(missing)}; expected a tokenized split with `codes` "
+                         f"and `attributes` (see facegen/tokenize_dataset.py)")
+    table = split.with_format("numpy", columns=["codes", "attributes"])
+    ids = torch.empty((len(split), vocab.length), dtype=torch.int32)
+    for start in range(0, len(split), chunk):
+        rows = table[start:start + chunk]
+        codes, attributes = np.asarray(rows["codes"]), np.asarray(rows["attributes"])
+        if codes.ndim != 2 or codes.shape[1] != vocab.n_image_tokens:
+            raise ValueError(f"{name}: codes hold {codes.shape[-1] if codes.ndim == 2 else codes.shape} tokens per "
+                             f"image; the vocabulary expects {vocab.n_image_tokens} ({vocab.grid_size}x"
+                             f"{vocab.grid_size})")
+        ids[start:start + len(codes)] = vocab.encode_batch(attributes, codes.astype(np.int64)).to(torch.int32)
+    return ids
+
+
+def total_steps(cfg: GPTConfig, n_train: int, processes: int = 1) -> int:
+    """`cfg.steps` if set, else enough optimizer steps for `cfg.epochs` passes over `n_train` sequences, each step
+    seeing batch_size x grad_accum sequences on each of `processes`."""
+    if cfg.steps is not None:
+        return cfg.steps
+    return cfg.epochs * math.ceil(n_train / (cfg.batch_size * cfg.grad_accum * processes))
+
+
+def training_batch(ids: torch.Tensor, step: int, micro: int, cfg: GPTConfig, vocab: Vocabulary,
+                   rank: int = 0, processes: int = 1) -> torch.Tensor:
+    """Micro-batch `micro` of optimizer step `step` on process `rank`: cfg.batch_size sequences (int64) with
+    attributes dropped to `?` for classifier-free guidance. A pure function of its arguments (the rows and the
+    dropout are seeded from the seed and a global micro-batch counter), so a resumed run sees the same batches."""
+    counter = (step * cfg.grad_accum + micro) * processes + rank
+    rows = batch_indices(counter, len(ids), cfg.batch_size, cfg.seed)
+    generator = torch.Generator().manual_seed((cfg.seed << 32) + counter)  # distinct per (seed, counter)
+    return vocab.drop_attributes(ids[rows].long(), cfg.p_drop_all, cfg.p_drop_one, generator)
+
+
+# -------------------------------------------------------------------------------------------------------- loss
+
+
+def gpt_loss(model: torch.nn.Module, ids: torch.Tensor, vocab: Vocabulary,
+             labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy (nats) over the image tokens and <END_GENERATION> of a batch of sequences (B, length).
+    `labels` defaults to `vocab.labels(ids)`: the ids at those positions, -100 elsewhere (the model shifts them)."""
+    labels = vocab.labels(ids) if labels is None else labels
+    return model(input_ids=ids, labels=labels).loss
+
+
+def accumulate_gradients(accelerator: Accelerator, model: torch.nn.Module, micro_batches: list[torch.Tensor],
+                         vocab: Vocabulary) -> torch.Tensor:
+    """Forward and backward of one optimizer step's micro-batches inside `accelerator.accumulate`: afterwards the
+    .grad of every parameter holds the gradient of the mean loss over all of them (accelerate divides each loss by
+    the number of micro-batches, and skips the gradient all-reduce of multi-GPU runs until the last one).
+    Returns the mean loss, detached."""
+    if len(micro_batches) != accelerator.gradient_accumulation_steps:
+        raise ValueError(f"accumulate_gradients: {len(micro_batches)} micro-batches for an Accelerator that "
+                         f"accumulates over {accelerator.gradient_accumulation_steps}")
+    losses = []
+    for ids in micro_batches:
+        with accelerator.accumulate(model):
+            loss = gpt_loss(model, ids.to(accelerator.device), vocab)
+            accelerator.backward(loss)
+        losses.append(loss.detach().float())
+    if not accelerator.sync_gradients:  # accelerate's own counter must end the step with us
+        raise RuntimeError("accumulate_gradients: the Accelerator did not reach an optimizer step; it was used "
+                           "for other micro-batches in between")
+    return torch.stack(losses).mean()
+
+
+def bits_per_image(loss: float, vocab: Vocabulary) -> float:
+    """Bits to write down one face at `loss` nats per token: n_image_tokens * loss / ln 2."""
+    return vocab.n_image_tokens * loss / math.log(2)
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, ids: torch.Tensor, vocab: Vocabulary, batch_size: int = 64,
+                    accelerator: Accelerator | None = None) -> float:
+    """Mean cross-entropy (nats) over the image tokens + END of every sequence in `ids` (N, length), no attribute
+    dropout. With an accelerator, each process scores its share of the rows and the sums are added across
+    processes, so every process returns the same number."""
+    rank, processes = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    device = accelerator.device if accelerator else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.float64, device=device)
+    mine = ids[rank::processes]
+    predictions_per_sequence = int(vocab.loss_mask().sum())  # 257: every sequence scores the same positions
+    for start in range(0, len(mine), batch_size):
+        batch = mine[start:start + batch_size].long().to(device)
+        total += gpt_loss(model, batch, vocab).double() * len(batch) * predictions_per_sequence
+        count += len(batch) * predictions_per_sequence
+    model.train(was_training)
+    sums = torch.stack([total, count])
+    if accelerator is not None:
+        sums = accelerator.reduce(sums, reduction="sum")
+    return float(sums[0] / sums[1])
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class GPTRun:
+    model: GPT2LMHeadModel  # unwrapped (no DDP), on the training device
+    vocab: Vocabulary
+    folder: Path
+    steps: int  # the run's total optimizer steps
+    history: list[dict] = field(default_factory=list)  # per step: step, loss, lr, tokens_per_second
+    validation: list[dict] = field(default_factory=list)  # step, val_loss (nats/token), bits_per_image
+    seconds: float = 0.0
+    tokens_per_second: float = 0.0  # all 277 positions of every sequence trained on, all processes
+    is_main_process: bool = True
+
+
+def _run_key(profile: Profile, vocab: Vocabulary, steps: int, vqvae: str | None) -> dict:
+    """What a checkpoint must match to be resumed: the same settings, vocabulary, length and VQ-VAE."""
+    return {"gpt": asdict(profile.gpt), "vocabulary": _vocab_dict(vocab), "steps": steps, "vqvae": vqvae}
+
+
+_KEY_NAMES = {"gpt": "GPT configuration", "vocabulary": "vocabulary", "steps": "step count", "vqvae": "VQ-VAE"}
+
+
+def _vocab_dict(vocab: Vocabulary) -> dict:
+    return {"codebook_size": vocab.codebook_size, "grid_size": vocab.grid_size, "attributes": list(vocab.attributes)}
+
+
+def _current_vqvae_fingerprint(profile: Profile) -> str | None:
+    from facegen.tokenize_dataset import read_token_info, tokens_folder
+
+    info = read_token_info(tokens_folder(profile))
+    return info.vqvae if info is not None else None
+
+
+def _resume(path: Path, key: dict, **objects) -> dict | None:
+    """The saved state of a checkpoint made with the same `key` (objects and RNG restored), else None (RNG
+    untouched) after one line saying why it is not used."""
+    fresh = rng_state()
+    state = load_checkpoint(path)
+    if state.get("key") != key:
+        set_rng_state(fresh)
+        saved = state.get("key") or {}
+        changed = [_KEY_NAMES[name] for name in key if saved.get(name) != key[name]]
+        print(f"[facegen] starting the GPT over: {path} was made with another {' and '.join(changed)}", flush=True)
+        return None
+    for name, obj in objects.items():
+        if obj is not None and name in state:
+            obj.load_state_dict(state[name])
+    return state
+
+
+def train_gpt(profile: Profile | None = None, splits=None, folder: Path | None = None, steps: int | None = None,
+              stop_after: int | None = None, resume: bool = True, progress: bool = True,
+              vocab: Vocabulary | None = None, vqvae_fingerprint: str | None = None,
+              val_sequences: int | None = None) -> GPTRun:
+    """Train (or resume) the profile's GPT on a tokenized DatasetDict (`splits`, default `ensure_tokens(profile)`),
+    then save model, tokenizer and facegen.json into `folder`/model (default artifacts/<profile>/gpt).
+
+    `steps` overrides `total_steps(profile.gpt, ...)`; `stop_after` ends the run at that step with a checkpoint, as
+    an interruption would. `vocab` defaults to the profile's; `vqvae_fingerprint` (recorded in facegen.json and the
+    checkpoint) to that of the VQ-VAE in the profile's token folder. `val_sequences` limits validation to the first
+    that many valid sequences (the same ones every time; default: all), to keep validation cheap on a CPU."""
+    profile = profile or get_profile()
+    cfg = profile.gpt
+    vocab = vocab or Vocabulary.for_profile(profile)
+    folder = Path(folder or gpt_folder(profile))
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
+                              gradient_accumulation_steps=cfg.grad_accum,
+                              step_scheduler_with_optimizer=False)  # we step it once per optimizer step ourselves
+    main = accelerator.is_main_process
+    if splits is None:
+        from facegen.pipeline import ensure_tokens
+
+        with accelerator.main_process_first():  # the main process builds missing tokens; the others then read them
+            splits = ensure_tokens(profile, progress=progress and main)
+    vqvae_fingerprint = vqvae_fingerprint or _current_vqvae_fingerprint(profile)
+    for name in ("train", "valid"):
+        if name not in splits:
+            raise ValueError(f"train_gpt: splits must hold 'train' and 'valid'; got {', '.join(splits) or 'none'}")
+    train_ids = encode_split(splits["train"], vocab, "train")
+    val_ids = encode_split(splits["valid"], vocab, "valid")[:val_sequences]
+    steps = steps or total_steps(cfg, len(train_ids), accelerator.num_processes)
+
+    torch.manual_seed(cfg.seed)
+    model = build_gpt(profile, vocab)
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    scheduler = cosine_with_warmup(optimizer, warmup=min(cfg.warmup_steps, steps), total=steps)
+    run = GPTRun(model=model, vocab=vocab, folder=folder, steps=steps, is_main_process=main)
+    key = _run_key(profile, vocab, steps, vqvae_fingerprint)
+    checkpoint, start = folder / CHECKPOINT, 0
+    if resume and checkpoint.is_file():
+        state = _resume(checkpoint, key, model=model, optimizer=optimizer, scheduler=scheduler,
+                        scaler=accelerator.scaler)
+        if state is not None:
+            start, run.history, run.validation, run.seconds = (state["step"], state["history"], state["validation"],
+                                                               state["seconds"])
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    end = min(steps, stop_after) if stop_after is not None else steps
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * vocab.length * accelerator.num_processes
+    model.train()
+    began = time.perf_counter()
+    bar = tqdm(range(start, end), initial=start, total=steps, desc="GPT", unit="step", disable=not (progress and main))
+    for step in bar:
+        tick = time.perf_counter()
+        micro_batches = [training_batch(train_ids, step, micro, cfg, vocab, accelerator.process_index,
+                                        accelerator.num_processes) for micro in range(cfg.grad_accum)]
+        loss = accumulate_gradients(accelerator, model, micro_batches, vocab).item()
+        accelerator.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: the scaler skipped this update
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        speed = tokens_per_step / (time.perf_counter() - tick)
+        run.history.append({"step": step + 1, "loss": loss, "lr": lr, "tokens_per_second": speed})
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed:,.0f}")
+        done = step + 1
+        if done % cfg.val_every == 0 or done == steps:
+            val = validation_loss(model, val_ids, vocab, cfg.batch_size, accelerator)
+            run.validation.append({"step": done, "val_loss": val, "bits_per_image": bits_per_image(val, vocab)})
+            if progress and main:
+                bar.write(f"step {done}: validation loss {val:.4f} nats per image token "
+                          f"({bits_per_image(val, vocab):,.0f} bits per image)")
+        if done % cfg.val_every == 0 or done == end:
+            _save_checkpoint(accelerator, checkpoint, model, optimizer, scheduler, run, done, key,
+                             run.seconds + time.perf_counter() - began)
+    bar.close()
+    elapsed = time.perf_counter() - began
+    run.seconds += elapsed
+    run.tokens_per_second = (end - start) * tokens_per_step / elapsed if end > start else 0.0
+    run.model = accelerator.unwrap_model(model)
+    if end == steps and main:
+        save_trained(run, profile, vqvae_fingerprint)
+    accelerator.wait_for_everyone()
+    return run
+
+
+def _save_checkpoint(accelerator: Accelerator, path: Path, model, optimizer, scheduler, run: GPTRun, step: int,
+                     key: dict, seconds: float) -> None:
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:  # one writer; the RNG states saved are the main process's
+        extra = {"scaler": accelerator.scaler} if accelerator.scaler is not None else {}
+        save_checkpoint(path, model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler,
+                        step=step, history=run.history, validation=run.validation, seconds=seconds, key=key, **extra)
+    accelerator.wait_for_everyone()
+
+
+# ------------------------------------------------------------------------------------------------ save and load
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Hide transformers' own progress bars (writing and loading weights): stderr noise in notebooks."""
+    was_enabled = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers.utils.logging.enable_progress_bar()
+
+
+def save_trained(run: GPTRun, profile: Profile, vqvae_fingerprint: str | None) -> Path:
+    """model/ (model + tokenizer via save_pretrained, and facegen.json), swapped in whole so a reader never sees a
+    half-written folder; and history.json next to it."""
+    from facegen.vqvae_training import vqvae_folder
+
+    target = run.folder / MODEL_DIR
+    last = run.validation[-1] if run.validation else {}
+    metadata = {
+        "format": METADATA_FORMAT,
+        "profile": profile.name,
+        "vqvae": {"fingerprint": vqvae_fingerprint, "folder": str(vqvae_folder(profile))},
+        "vocabulary": _vocab_dict(run.vocab),
+        "parameters": sum(p.numel() for p in run.model.parameters()),
+        "steps": run.steps,
+        "seconds": run.seconds,
+        "val_loss": last.get("val_loss"),
+        "bits_per_image": last.get("bits_per_image"),
+        "loss_definition": LOSS_DEFINITION,
+    }
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    old = target.with_name(f".{target.name}.old{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with _quiet_transformers():
+            run.model.save_pretrained(tmp)
+        build_hf_tokenizer(run.vocab).save_pretrained(tmp)
+        atomic_write_json(tmp / METADATA_FILE, metadata)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    atomic_write_json(run.folder / HISTORY_FILE, {"train": run.history, "validation": run.validation,
+                                                   "seconds": run.seconds, "loss_definition": LOSS_DEFINITION})
+    return target
+
+
+class LoadedGPT(NamedTuple):
+    model: GPT2LMHeadModel
+    tokenizer: PreTrainedTokenizerFast
+    vocab: Vocabulary
+    metadata: dict
+
+
+REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", METADATA_FILE)
+
+
+def load_gpt(folder: Path, device: str = "cpu") -> LoadedGPT:
+    """(model in eval mode, tokenizer, vocab, metadata) from a saved GPT: the model/ folder or its parent."""
+    folder = Path(folder)
+    if (folder / MODEL_DIR / METADATA_FILE).is_file():
+        folder = folder / MODEL_DIR
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not a trained facegen GPT: missing {', '.join(missing)} "
+                                "(train one with `facegen train-gpt`)")
+    try:
+        metadata = json.loads((folder / METADATA_FILE).read_text())
+    except ValueError as error:
+        raise ValueError(f"{folder / METADATA_FILE} is not readable JSON ({error})") from error
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
+    vocab = vocabulary_from_tokenizer(tokenizer)
+    with _quiet_transformers():
+        model, info = GPT2LMHeadModel.from_pretrained(str(folder), output_loading_info=True)
+    problems = {kind: keys for kind, keys in info.items() if keys and kind != "error_msgs"}
+    if problems:
+        raise ValueError(f"{folder / 'model.safetensors'} does not match config.json: {problems}")
+    if model.config.vocab_size != vocab.size or model.config.n_positions < vocab.length:
+        raise ValueError(f"{folder}: the model (vocab_size {model.config.vocab_size}, n_positions "
+                         f"{model.config.n_positions}) does not fit its tokenizer ({vocab.size} tokens, sequences of "
+                         f"{vocab.length})")
+    return LoadedGPT(_name_the_loss(model).to(device).eval(), tokenizer, vocab, metadata)
+
+
+def check_gpt_matches_vqvae(metadata: dict, vqvae_fingerprint: str) -> None:
+    """Raise a ValueError unless the GPT (its facegen.json `metadata`) was trained on tokens of the VQ-VAE with this
+    fingerprint (`vqvae_fingerprint(model)` in facegen/tokenize_dataset.py): another VQ-VAE's code 17 means something
+    else, so its samples would decode to noise."""
+    saved = (metadata.get("vqvae") or {}).get("fingerprint")
+    if saved != vqvae_fingerprint:
+        trained = f"VQ-VAE {saved[:12]}" if saved else "a VQ-VAE it did not record"
+        raise ValueError(f"this GPT (profile {metadata.get('profile')!r}) was trained on tokens of {trained}, not of "
+                         f"the current VQ-VAE {str(vqvae_fingerprint)[:12]}: retrain it (`facegen train-gpt "
+                         f"--restart`) or use the VQ-VAE it was trained with")
+
+
+def gpt_stale_reason(folder: Path, vqvae_fingerprint: str | None) -> str | None:
+    """Why the GPT saved in `folder` (its model/ subfolder) cannot be used with this VQ-VAE, or None when it can."""
+    metadata_file = Path(folder) / MODEL_DIR / METADATA_FILE
+    if not metadata_file.is_file() or not (metadata_file.parent / "model.safetensors").is_file():
+        return "no trained GPT yet"
+    try:
+        saved = json.loads(metadata_file.read_text())
+    except ValueError:
+        return f"{metadata_file} is unreadable"
+    if (saved.get("vqvae") or {}).get("fingerprint") != vqvae_fingerprint:
+        return "it was trained for another VQ-VAE"
+    return None
+
+
+def describe_gpt(metadata: dict) -> str:
+    """One line from a saved GPT's facegen.json: parameters, steps and the validation loss, with what it averages."""
+    m = metadata
+    return (f"GPT ({m['parameters']:,} parameters, {m['steps']:,} steps): validation loss {m['val_loss']:.4f} nats "
+            f"per image token (256 image tokens + END) = {m['bits_per_image']:,.0f} bits per image")

@@ -1,0 +1,336 @@
+"""facegen.gpt: the GPT-2 config per profile, the loss on image tokens only, accumulation, exact resume, save/load."""
+
+import json
+import math
+
+import datasets
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+
+from facegen import gpt
+from facegen.config import get_profile
+from facegen.tokenize_dataset import FINGERPRINT_FILE, TokenInfo, split_table, tokens_folder
+from facegen.tokens import Vocabulary
+
+VOCAB = Vocabulary(codebook_size=16, grid_size=4)  # sequences of 1 + 18 + 1 + 16 + 1 = 37 tokens
+TINY = get_profile("ci").replace(gpt={"n_layer": 2, "n_embd": 32, "n_head": 4, "dropout": 0.1, "batch_size": 4,
+                                      "grad_accum": 2, "steps": 6, "val_every": 3, "warmup_steps": 2, "lr": 3e-3})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core machine two OpenMP threads per process
+    make each step ~50x slower (they spin-wait for a core); restored after this module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_splits(n_train: int = 24, n_valid: int = 6, seed: int = 0, codebook: int = 16, grid: int = 4,
+                learnable: bool = False) -> datasets.DatasetDict:
+    """Tokenized splits in the real on-disk format (`split_table`). `learnable`: every code of an image is its
+    Smiling bit plus 2 x its Male bit, so a model that reads the attributes can predict the image."""
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        attributes = np.where(rng.random((n, 40)) < 0.4, 1, -1)
+        if learnable:
+            value = (attributes[:, 31] == 1) + 2 * (attributes[:, 20] == 1)
+            codes = np.repeat(value[:, None], grid * grid, axis=1)
+        else:
+            codes = rng.integers(0, codebook, (n, grid * grid))
+        return split_table(torch.from_numpy(codes.astype(np.int16)), attributes)
+
+    return datasets.DatasetDict(train=split(n_train), valid=split(n_valid))
+
+
+def tiny_model(seed: int = 0, dropout: float = 0.0):
+    torch.manual_seed(seed)
+    return gpt.build_gpt(TINY.replace(gpt={"dropout": dropout}), VOCAB)
+
+
+def random_sequences(n: int, seed: int = 0) -> torch.Tensor:
+    g = np.random.default_rng(seed)
+    return VOCAB.encode_batch(np.where(g.random((n, 40)) < 0.5, 1, -1), g.integers(0, 16, (n, 16)))
+
+
+# --- model size ---------------------------------------------------------------------------------------------------
+
+
+def test_gpt_config_follows_the_profile_and_the_vocabulary():
+    config = gpt.gpt_config(TINY, VOCAB)
+    assert (config.vocab_size, config.n_positions) == (16 + 4 + 3 * 18, 37)
+    assert (config.n_layer, config.n_embd, config.n_head) == (2, 32, 4)
+    assert config.resid_pdrop == config.embd_pdrop == config.attn_pdrop == 0.1
+    assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (16, 18, 19)
+
+
+def test_the_gpu_profile_is_gpt2_small_with_86m_parameters():
+    vocab = Vocabulary.for_profile(get_profile("gpu"))
+    config = gpt.gpt_config(get_profile("gpu"), vocab)
+    counts = gpt.count_parameters(config)
+    d, per_layer = 768, 12 * 768 ** 2 + 13 * 768  # attention 4d^2+4d, MLP 8d^2+5d, two LayerNorms 4d
+    assert (vocab.size, vocab.length) == (570, 277)
+    assert counts["non_embedding"] == 12 * per_layer + 2 * d  # + the final LayerNorm
+    assert counts["embedding"] == 570 * d + 277 * d
+    assert counts["total"] == 85_706_496  # the output layer shares the token embedding
+
+
+def test_parameter_count_of_a_built_model_matches_the_meta_count():
+    model = tiny_model()
+    assert sum(p.numel() for p in model.parameters()) == gpt.count_parameters(model.config)["total"]
+    assert model.lm_head.weight is model.transformer.wte.weight
+
+
+def test_training_flops_per_token_by_hand_for_the_cpu_profile():
+    profile = get_profile("cpu")
+    config = gpt.gpt_config(profile, Vocabulary.for_profile(profile))
+    non_embedding = 6 * (12 * 256 ** 2 + 13 * 256) + 2 * 256
+    expected = 6 * (non_embedding + 570 * 256) + 12 * 6 * 277 * 256
+    assert gpt.training_flops_per_token(config) == expected == 34_415_616
+
+
+def test_mixed_precision_is_bf16_on_cuda_and_off_on_cpu():
+    assert gpt.resolve_mixed_precision("auto", cuda=False) == "no"
+    assert gpt.resolve_mixed_precision("fp16", cuda=False) == "fp16"  # explicit settings are kept
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+        gpt.resolve_mixed_precision("fp8")
+
+
+def test_weight_decay_only_on_matrices():
+    model = tiny_model()
+    optimizer = gpt.make_optimizer(model, lr=1e-3, weight_decay=0.1)
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in decay["params"]} == {n for n, p in model.named_parameters() if p.ndim == 2}
+    assert all(n.endswith(".bias") or ".ln_" in n for n in (names[id(p)] for p in no_decay["params"]))
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert optimizer.defaults["fused"]  # torch has the fused AdamW kernel for CPU too
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+
+
+def test_encode_split_builds_the_sequences_of_every_row():
+    splits = tiny_splits()
+    ids = gpt.encode_split(splits["train"], VOCAB)
+    row = splits["train"][5]
+    assert ids.dtype == torch.int32 and ids.shape == (24, 37)
+    assert torch.equal(ids[5].long(), VOCAB.encode_sequence(row["attributes"], torch.tensor(row["codes"])))
+    assert torch.equal(gpt.encode_split(splits["train"], VOCAB, chunk=5), ids)  # chunking changes nothing
+
+
+def test_encode_split_names_a_wrong_grid():
+    with pytest.raises(ValueError, match=r"valid: codes hold 16 tokens .* expects 256 \(16x16\)"):
+        gpt.encode_split(tiny_splits()["valid"], Vocabulary(16), "valid")
+
+
+def test_total_steps_from_epochs():
+    cfg = TINY.gpt
+    assert gpt.total_steps(cfg, 1000) == 6  # steps set: used as given
+    by_epochs = TINY.replace(gpt={"steps": None, "epochs": 5, "batch_size": 40, "grad_accum": 2}).gpt
+    assert gpt.total_steps(by_epochs, 162_770) == 5 * math.ceil(162_770 / 80) == 10_175
+    assert gpt.total_steps(by_epochs, 162_770, processes=4) == 5 * math.ceil(162_770 / 320)
+
+
+def test_training_batches_are_a_pure_function_of_seed_and_step():
+    ids = gpt.encode_split(tiny_splits()["train"], VOCAB)
+    cfg = TINY.replace(gpt={"p_drop_all": 0.0, "p_drop_one": 0.5}).gpt
+    first = gpt.training_batch(ids, 3, 1, cfg, VOCAB)
+    assert first.dtype == torch.long and first.shape == (4, 37)
+    assert torch.equal(gpt.training_batch(ids, 3, 1, cfg, VOCAB), first)  # recomputable after a restart
+    assert not torch.equal(gpt.training_batch(ids, 3, 0, cfg, VOCAB), first)
+    # the rows are those of batch_indices at the global micro-batch counter; only attributes may differ from them
+    from facegen.vqvae_training import batch_indices
+
+    original = ids[batch_indices(3 * 2 + 1, 24, 4, cfg.seed)].long()
+    attributes = slice(1, 19)
+    changed = first != original
+    assert not changed[:, :attributes.start].any() and not changed[:, attributes.stop:].any()
+    assert changed.any()
+    unspecified = VOCAB.first_attribute_id + 3 * torch.arange(18) + 2
+    assert torch.equal(first[:, attributes][changed[:, attributes]],
+                       unspecified.expand(4, 18)[changed[:, attributes]])
+    # processes of a multi-GPU run take different rows
+    assert not torch.equal(gpt.training_batch(ids, 3, 1, cfg, VOCAB, rank=1, processes=2),
+                           gpt.training_batch(ids, 3, 1, cfg, VOCAB, rank=0, processes=2))
+
+
+# --- loss ---------------------------------------------------------------------------------------------------------
+
+
+def test_loss_is_the_cross_entropy_of_the_image_tokens_and_end():
+    model, ids = tiny_model().eval(), random_sequences(3)
+    with torch.no_grad():
+        logits = model(ids).logits
+        loss = gpt.gpt_loss(model, ids, VOCAB)
+    # the logits at t-1 predict the token at t: START_GENERATION predicts the first image token, the last image token
+    # predicts END; 16 + 1 predictions per sequence here (256 + 1 with the real grid)
+    predicting = logits[:, VOCAB.image_start - 1:VOCAB.end_position]
+    targets = ids[:, VOCAB.image_start:VOCAB.end_position + 1]
+    assert predicting.shape[1] == VOCAB.n_image_tokens + 1
+    assert float(loss) == pytest.approx(float(F.cross_entropy(predicting.reshape(-1, VOCAB.size),
+                                                              targets.reshape(-1))), rel=1e-6)
+
+
+def test_attribute_labels_do_not_count_but_attribute_inputs_do():
+    model, ids = tiny_model().eval(), random_sequences(2)
+    other = VOCAB.drop_attributes(ids, p_all=1.0, p_one=0.0)  # every attribute -> ?
+    assert not torch.equal(other, ids)
+    with torch.no_grad():
+        loss = gpt.gpt_loss(model, ids, VOCAB)
+        other_labels = torch.where(VOCAB.loss_mask(), ids, other)  # attribute targets changed, image targets kept
+        assert torch.equal(gpt.gpt_loss(model, ids, VOCAB, labels=VOCAB.labels(other_labels)), loss)
+        assert not torch.equal(gpt.gpt_loss(model, other, VOCAB, labels=VOCAB.labels(ids)), loss)  # inputs count
+
+
+def test_two_accumulated_half_batches_give_the_full_batch_gradient():
+    ids = random_sequences(8)
+    gradients = []
+    for micro_batches in ([ids[:4], ids[4:]], [ids]):
+        accelerator = Accelerator(gradient_accumulation_steps=len(micro_batches), cpu=True)
+        model = accelerator.prepare(tiny_model(seed=1))
+        loss = gpt.accumulate_gradients(accelerator, model, micro_batches, VOCAB)
+        gradients.append((loss, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (half_loss, half), (full_loss, full) = gradients
+    assert float(half_loss) == pytest.approx(float(full_loss), rel=1e-6)
+    for name, gradient in full.items():
+        torch.testing.assert_close(half[name], gradient, atol=1e-5, rtol=1e-5, msg=name)
+    assert any(g.abs().max() > 1e-3 for g in full.values())  # not trivially zero
+
+
+def test_accumulate_gradients_refuses_a_wrong_number_of_micro_batches():
+    accelerator = Accelerator(gradient_accumulation_steps=2, cpu=True)
+    with pytest.raises(ValueError, match="3 micro-batches for an Accelerator that accumulates over 2"):
+        gpt.accumulate_gradients(accelerator, tiny_model(), [random_sequences(2)] * 3, VOCAB)
+
+
+def test_validation_loss_is_the_mean_over_all_image_predictions():
+    model, ids = tiny_model().eval(), random_sequences(5).to(torch.int32)
+    with torch.no_grad():
+        logits = model(ids.long()).logits[:, VOCAB.image_start - 1:VOCAB.end_position]
+    targets = ids[:, VOCAB.image_start:].long()
+    expected = F.cross_entropy(logits.reshape(-1, VOCAB.size), targets.reshape(-1)).item()
+    assert gpt.validation_loss(model, ids, VOCAB, batch_size=2) == pytest.approx(expected, rel=1e-5)  # 2 + 2 + 1
+    assert gpt.bits_per_image(expected, VOCAB) == pytest.approx(16 * expected / math.log(2))
+    assert gpt.bits_per_image(1.0, Vocabulary(512)) == pytest.approx(256 / math.log(2))
+
+
+# --- training, resume, save and load ------------------------------------------------------------------------------
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    splits = tiny_splits()
+    kwargs = dict(splits=splits, vocab=VOCAB, progress=False, vqvae_fingerprint="abc")
+    whole = gpt.train_gpt(TINY, folder=tmp_path / "whole", **kwargs)
+    first = gpt.train_gpt(TINY, folder=tmp_path / "split", stop_after=4, **kwargs)  # between two validations
+    assert len(first.history) == 4 and not (tmp_path / "split" / "model").exists()
+    resumed = gpt.train_gpt(TINY, folder=tmp_path / "split", **kwargs)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in whole.history]
+    assert resumed.validation == whole.validation and [v["step"] for v in whole.validation] == [3, 6]
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+    assert whole.history[-1]["loss"] < whole.history[0]["loss"]
+
+    loaded = gpt.load_gpt(tmp_path / "split")
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
+    assert loaded.vocab == VOCAB and not loaded.model.training
+    assert loaded.tokenizer.decode([16, 0, 18]) == "<START_FACE> <c0> <END_GENERATION>"
+    assert loaded.metadata["vqvae"]["fingerprint"] == "abc" and loaded.metadata["profile"] == "ci"
+    assert loaded.metadata["val_loss"] == whole.validation[-1]["val_loss"]
+    history = json.loads((tmp_path / "split" / "history.json").read_text())
+    assert history["validation"] == whole.validation and len(history["train"]) == 6
+    assert set(whole.history[0]) == {"step", "loss", "lr", "tokens_per_second"}
+    assert whole.validation[0]["bits_per_image"] == pytest.approx(16 * whole.validation[0]["val_loss"] / math.log(2))
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path, capsys):
+    kwargs = dict(splits=tiny_splits(), vocab=VOCAB, progress=False, folder=tmp_path, stop_after=3)
+    first = gpt.train_gpt(TINY, vqvae_fingerprint="old", **kwargs)
+    faster = TINY.replace(gpt={"lr": 2 * TINY.gpt.lr})
+    fresh = gpt.train_gpt(faster, vqvae_fingerprint="new", **kwargs)
+    out = capsys.readouterr().out
+    assert f"starting the GPT over: {tmp_path / 'checkpoint.pt'} was made with another GPT configuration and " \
+           f"VQ-VAE\n" in out
+    # a new run from the same initial weights: the same first loss, the new learning rate from step 1 on
+    assert fresh.history[0]["loss"] == first.history[0]["loss"]
+    assert [h["lr"] for h in fresh.history] == [2 * h["lr"] for h in first.history]
+
+
+def test_training_learns_images_that_follow_the_attributes(tmp_path):
+    profile = TINY.replace(gpt={"steps": 60, "val_every": 60, "dropout": 0.0, "grad_accum": 1, "batch_size": 16,
+                                "p_drop_all": 0.0, "p_drop_one": 0.0})
+    splits = tiny_splits(64, 16, learnable=True)
+    run = gpt.train_gpt(profile, splits, folder=tmp_path, vocab=VOCAB, progress=False, val_sequences=4)
+    # uniform guessing over the 74 tokens costs ln 74 = 4.3 nats; reading the attributes makes the codes certain
+    assert run.validation[-1]["val_loss"] < 0.5 < 4.0 < run.history[0]["loss"]
+    first_four = gpt.encode_split(splits["valid"], VOCAB)[:4]  # val_sequences: the first 4 sequences only
+    assert run.validation[-1]["val_loss"] == pytest.approx(gpt.validation_loss(run.model, first_four, VOCAB), rel=1e-5)
+
+
+def test_load_gpt_names_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"not a trained facegen GPT: missing config.json, model.safetensors"):
+        gpt.load_gpt(tmp_path)
+
+
+def test_check_gpt_matches_vqvae():
+    metadata = {"profile": "cpu", "vqvae": {"fingerprint": "a" * 64, "folder": "artifacts/cpu/vqvae"}}
+    gpt.check_gpt_matches_vqvae(metadata, "a" * 64)  # no error
+    with pytest.raises(ValueError, match=r"trained on tokens of VQ-VAE aaaaaaaaaaaa, not of the current VQ-VAE "
+                                         r"bbbbbbbbbbbb: retrain it"):
+        gpt.check_gpt_matches_vqvae(metadata, "b" * 64)
+    with pytest.raises(ValueError, match="a VQ-VAE it did not record"):
+        gpt.check_gpt_matches_vqvae({"vqvae": {"fingerprint": None}}, "b" * 64)
+
+
+# --- the pipeline and the command line ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ci_tokens(tmp_path, monkeypatch):
+    """Tokens of the ci profile (512 codes, 16x16) saved where `ensure_tokens` keeps them, with `ensure_tokens`
+    itself replaced by reading them (no VQ-VAE is trained here). Returns a function that rewrites the fingerprint."""
+    monkeypatch.setenv("FACEGEN_ARTIFACTS", str(tmp_path / "artifacts"))
+    profile = get_profile("ci")
+    folder = tokens_folder(profile)
+    tiny_splits(8, 4, codebook=512, grid=16).save_to_disk(str(folder))
+
+    def set_vqvae(fingerprint: str) -> None:
+        info = TokenInfo(vqvae=fingerprint, data="d", codebook_size=512, grid_size=16)
+        (folder / FINGERPRINT_FILE).write_text(json.dumps(info.__dict__))
+
+    set_vqvae("v1")
+    monkeypatch.setattr("facegen.pipeline.ensure_tokens", lambda profile=None, progress=True:
+                        datasets.load_from_disk(str(folder)))
+    return set_vqvae
+
+
+def test_ensure_gpt_trains_once_and_again_for_a_new_vqvae(ci_tokens, capsys):
+    from facegen.pipeline import ensure_gpt
+
+    profile = get_profile("ci").replace(gpt={"steps": 2, "val_every": 2})
+    loaded = ensure_gpt(profile, progress=False)
+    assert "training the 'ci' GPT" in capsys.readouterr().out
+    assert loaded.metadata["vqvae"]["fingerprint"] == "v1" and loaded.vocab == Vocabulary(512)
+    again = ensure_gpt(profile, progress=False)  # already trained for this VQ-VAE: loaded, not trained
+    assert "training" not in capsys.readouterr().out and again.metadata == loaded.metadata
+    ci_tokens("v2")
+    assert ensure_gpt(profile, progress=False).metadata["vqvae"]["fingerprint"] == "v2"
+    assert "another VQ-VAE" in capsys.readouterr().out
+
+
+def test_cli_train_gpt(ci_tokens, capsys):
+    from facegen.cli import main
+
+    assert main(["train-gpt", "--profile", "ci", "--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "validation loss" in out and "bits per image" in out
+    saved = json.loads((get_profile("ci").artifacts / "gpt" / "model" / "facegen.json").read_text())
+    assert saved["steps"] == 2 and saved["vqvae"]["fingerprint"] == "v1"

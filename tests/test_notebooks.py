@@ -1,0 +1,53 @@
+"""Conventions every course notebook follows (their execution is checked by nbval under the ci profile)."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from facegen.config import REPO_ROOT, REPOSITORY_URL
+
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["cells"]
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def test_notebooks_are_numbered_once_each():
+    numbers = [p.name[:2] for p in NOTEBOOKS]
+    assert len(numbers) == len(set(numbers))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_badge_points_at_this_notebook_in_the_repository(path):
+    first = source(cells(path)[0])
+    repo = REPOSITORY_URL.removeprefix("https://github.com/")
+    assert first.startswith(f"# {path.name[:2]} — ")
+    assert f"https://colab.research.google.com/github/{repo}/blob/main/notebooks/{path.name}" in first
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_setup_cell_installs_only_on_colab(path):
+    setup = cells(path)[1]
+    assert setup["cell_type"] == "code"
+    text = source(setup)
+    assert 'if "google.colab" in sys.modules:' in text and f"git+{REPOSITORY_URL}" in text
+    assert not setup.get("outputs")  # elsewhere it prints nothing
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_teaches_and_is_committed_executed(path):
+    all_cells = cells(path)
+    markdown = "\n".join(source(c) for c in all_cells if c["cell_type"] == "markdown")
+    for heading in ("Learning objectives", "Exercises", "Summary"):
+        assert re.search(rf"^## (\d+\. )?{heading}", markdown, re.MULTILINE), heading
+    code = [c for c in all_cells if c["cell_type"] == "code"]
+    assert all(c["execution_count"] for c in code[1:]), "commit notebooks executed (cpu profile)"
+    errors = [o for c in code for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert not errors
