@@ -8,7 +8,7 @@ STAMP := $(VENV)/.facegen-installed
 # pip on these machines prints one warning per local index folder it skips; they are noise, not errors.
 PIP_NOISE := is ignored: it is neither a file nor a directory
 
-.PHONY: install course test unit nbval lab clean distclean
+.PHONY: install course test unit nbval lab bench clean distclean
 
 install: $(STAMP)
 
@@ -32,6 +32,9 @@ unit: install
 nbval: install
 	@rc=0; FACEGEN_PROFILE=ci $(PY) -m pytest --nbval -q notebooks/ -p no:cacheprovider || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "nbval: no notebooks to check yet"; else exit $$rc; fi
+
+bench: install
+	$(PY) benchmarks/bench_vqvae.py --profile cpu
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/
