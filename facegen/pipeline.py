@@ -114,3 +114,18 @@ def ensure_gpt(profile: Profile | None = None, progress: bool = True):
     loaded = load_gpt(folder)
     check_gpt_matches_vqvae(loaded.metadata, vqvae)
     return loaded
+
+
+def ensure_classifier(profile: Profile | None = None, progress: bool = True):
+    """The profile's attribute classifier (eval mode), training it first when
+    `artifacts/<profile>/classifier/model.safetensors` is missing. It judges samples: attribute accuracy and the
+    Frechet distance of its features (facegen.metrics)."""
+    from facegen.classifier import classifier_folder, load_classifier, train_classifier
+
+    profile = profile or get_profile()
+    folder = classifier_folder(profile)
+    if not (folder / "model.safetensors").is_file():
+        _note(f"training the {profile.name!r} attribute classifier into {folder} (it judges generated faces; "
+              "done once)")
+        train_classifier(profile, folder=folder, progress=progress)
+    return load_classifier(folder)
