@@ -115,20 +115,23 @@ def classifier_outputs(classifier: torch.nn.Module, images: Tensor, batch_size: 
     `batch_size` images at a time; returned on the CPU in float32. The module's train/eval mode is restored."""
     from facegen.data.transforms import from_uint8
 
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"classifier_outputs: expected images (N, 3, H, W), got shape {tuple(images.shape)}")
+    if images.ndim != 4 or images.shape[1] != 3 or len(images) == 0:
+        raise ValueError(f"classifier_outputs: expected images (N, 3, H, W) with N >= 1, got shape "
+                         f"{tuple(images.shape)}")
     if batch_size < 1:
         raise ValueError(f"classifier_outputs: batch_size must be >= 1, got {batch_size}")
     device = next(classifier.parameters()).device
     was_training = classifier.training
     classifier.eval()
     outputs = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
-        batch = from_uint8(batch) if batch.dtype == torch.uint8 else batch.float()
-        batch = batch.to(device).contiguous(memory_format=torch.channels_last)
-        outputs.append((classifier.features(batch) if features else classifier(batch)).float().cpu())
-    classifier.train(was_training)
+    try:
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size]
+            batch = from_uint8(batch) if batch.dtype == torch.uint8 else batch.float()
+            batch = batch.to(device).contiguous(memory_format=torch.channels_last)
+            outputs.append((classifier.features(batch) if features else classifier(batch)).float().cpu())
+    finally:
+        classifier.train(was_training)
     return torch.cat(outputs)
 
 
@@ -156,7 +159,8 @@ def requested_targets(requested, n_images: int, attributes: tuple[str, ...]) -> 
         raise ValueError(f"requested: expected a dict or an integer tensor of shape ({n_images}, {len(attributes)}) "
                          f"with 1 / 0 / -1 (unspecified), got {targets.dtype} {tuple(targets.shape)}")
     if not bool(((targets == 0) | (targets == 1) | (targets == -1)).all()):
-        raise ValueError(f"requested: values must be 1, 0 or -1 (unspecified), got {sorted(set(targets.unique().tolist()))}")
+        found = sorted(targets.unique().tolist())
+        raise ValueError(f"requested: values must be 1, 0 or -1 (unspecified), got {found}")
     return targets.long()
 
 
@@ -210,7 +214,8 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -
 
     sigma1 sigma2 is not symmetric, but it is similar to S = sigma1^(1/2) sigma2 sigma1^(1/2), which is symmetric
     positive semi-definite, so tr((sigma1 sigma2)^(1/2)) = sum of sqrt(eigenvalues of S): two symmetric eigen-
-    decompositions in float64, no complex numbers and no scipy. The result is clamped at 0 (rounding can leave -1e-12)."""
+    decompositions in float64, no complex numbers and no scipy. The result is clamped at 0 (rounding can leave
+    -1e-12)."""
     mu1, mu2 = torch.as_tensor(mu1).double(), torch.as_tensor(mu2).double()
     sigma1, sigma2 = torch.as_tensor(sigma1).double(), torch.as_tensor(sigma2).double()
     size = mu1.shape[0] if mu1.ndim == 1 else -1

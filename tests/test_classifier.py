@@ -6,12 +6,22 @@ import torch.nn.functional as F
 
 from facegen import metrics, pipeline
 from facegen.attributes import CONDITIONING_ATTRIBUTES, attribute_index
-from facegen.classifier import (AttributeClassifier, evaluate_classifier, load_classifier, random_shift,
-                                targets_from_celeba, train_classifier)
+from facegen.classifier import (AttributeClassifier, balanced_accuracy, evaluate_classifier, load_classifier,
+                                positive_weights, random_shift, targets_from_celeba, train_classifier)
 from facegen.config import get_profile
 
 TINY = get_profile("ci").replace(classifier={"width": 8, "steps": 6, "batch_size": 8, "lr": 5e-3})
 BALD = attribute_index("Bald")  # attribute 0 of CONDITIONING_ATTRIBUTES
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run many small ops; with 2 threads every op waits for both cores, which a busy machine may not
+    give (measured: one training test took 29 s instead of 1.8 s next to two busy processes)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def bright_top_task(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,6 +88,24 @@ def test_random_shift_translates_each_image_within_the_limit():
     assert torch.equal(random_shift(images, 0, torch.Generator()), images)
 
 
+def test_positive_weights_by_hand():
+    targets = torch.tensor([[1, 0], [0, 0], [0, 0], [0, 1], [0, 0]], dtype=torch.float32)  # rates 1/5 and 1/5
+    torch.testing.assert_close(positive_weights(targets, power=1.0), torch.tensor([4.0, 4.0]))
+    torch.testing.assert_close(positive_weights(targets), torch.tensor([2.0, 2.0]))  # default power 0.5
+    never = torch.zeros(4, 1)  # no positive at all: no division by zero
+    torch.testing.assert_close(positive_weights(never, power=1.0), torch.tensor([4.0]))
+
+
+def test_balanced_accuracy_by_hand():
+    predicted = torch.tensor([[0, 1], [0, 1], [0, 0], [1, 1]]).bool()
+    targets = torch.tensor([[0, 1], [0, 1], [0, 1], [1, 1]])
+    # column 0: positives 1/1 right, negatives 3/3 right -> 1.0; column 1: positives 3/4, no negatives -> NaN
+    result = balanced_accuracy(predicted, targets)
+    assert result[0].item() == pytest.approx(1.0) and torch.isnan(result[1])
+    always_no = balanced_accuracy(torch.zeros(4, 1, dtype=torch.bool), torch.tensor([[1], [0], [0], [0]]))
+    assert always_no.item() == pytest.approx(0.5)  # 75% accurate, but no better than chance
+
+
 def test_evaluate_classifier_matches_a_direct_computation():
     torch.manual_seed(0)
     model = AttributeClassifier(width=8).eval()
@@ -93,6 +121,9 @@ def test_evaluate_classifier_matches_a_direct_computation():
                                            rel=1e-5)
     rate = targets[:, 0].float().mean().item()
     assert result["majority_baseline"]["Bald"] == pytest.approx(max(rate, 1 - rate))
+    predicted, positive = logits[:, 0] > 0, targets[:, 0] == 1
+    by_hand = ((predicted[positive]).float().mean() + (~predicted[~positive]).float().mean()).item() / 2
+    assert result["balanced_accuracy"]["Bald"] == pytest.approx(by_hand)
 
 
 def test_training_learns_a_simple_attribute(tmp_path):
@@ -152,6 +183,7 @@ def test_ensure_classifier_trains_once_then_loads(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(pipeline, "load_images", lambda profile, split, attributes, progress: data[split])
     model = pipeline.ensure_classifier(TINY, progress=False)
     assert "training the 'ci' attribute classifier" in capsys.readouterr().out
+    assert model.width == TINY.classifier.width and not model.training
     assert (tmp_path / "ci" / "classifier" / "metrics.json").is_file()
     again = pipeline.ensure_classifier(TINY, progress=False)
     assert capsys.readouterr().out == ""  # nothing to build the second time
