@@ -74,3 +74,33 @@ def load_checkpoint(path: Path, **objects: Any) -> dict:
         obj.load_state_dict(payload[key])
     set_rng_state(payload["rng"])
     return {key: value for key, value in payload.items() if key not in objects and key != "rng"}
+
+
+def load_model_folder(model_class, folder: Path, what: str, how_to_make: str):
+    """A `save_pretrained` folder (config.json + model.safetensors) loaded strictly into `model_class(**config)`.
+
+    Not `from_pretrained`: huggingface_hub's version prints to stdout and loads non-strictly, and a wrong file should
+    fail loudly with one error naming it. `what` names the model in messages, `how_to_make` says how to create one."""
+    from safetensors.torch import load_model
+
+    folder = Path(folder)
+    config_file, weights = folder / "config.json", folder / "model.safetensors"
+    if not config_file.is_file() or not weights.is_file():
+        raise FileNotFoundError(f"{folder} is not a trained {what}: expected config.json and model.safetensors "
+                                f"({how_to_make})")
+    try:
+        model = model_class(**json.loads(config_file.read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError) as error:
+        raise ValueError(f"{config_file} is not {_article(what)} {what} config ({error})") from error
+    try:
+        missing, unexpected = load_model(model, weights, strict=False)
+    except RuntimeError as error:  # shapes differ from what config.json describes
+        raise ValueError(f"{weights} does not match {config_file}: {error}") from error
+    if missing or unexpected:
+        raise ValueError(f"{weights} does not match its config: missing {sorted(missing)}, "
+                         f"unexpected {sorted(unexpected)}")
+    return model
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[:1].lower() in "aeiou" else "a"

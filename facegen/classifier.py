@@ -17,7 +17,6 @@ config.json + model.safetensors (PyTorchModelHubMixin's format) and metrics.json
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -27,13 +26,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
-from safetensors.torch import load_model
 from torch import nn
 from tqdm.auto import tqdm
 
 from facegen import metrics
 from facegen.attributes import CELEBA_ATTRIBUTES, CONDITIONING_ATTRIBUTES, attribute_index
-from facegen.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
+from facegen.checkpoint import atomic_write_json, load_checkpoint, load_model_folder, save_checkpoint
 from facegen.config import Profile, get_profile
 from facegen.data.transforms import from_uint8
 from facegen.vqvae_training import batch_indices, cosine_with_warmup
@@ -295,21 +293,6 @@ def save_trained(run: ClassifierRun) -> Path:
 
 def load_classifier(folder: Path, device: str = "cpu") -> AttributeClassifier:
     """A trained classifier from its folder (config.json + model.safetensors), loaded strictly, in eval mode."""
-    folder = Path(folder)
-    config_file, weights = folder / "config.json", folder / "model.safetensors"
-    if not config_file.is_file() or not weights.is_file():
-        raise FileNotFoundError(f"{folder} is not a trained attribute classifier: expected config.json and "
-                                "model.safetensors (train one with facegen.pipeline.ensure_classifier)")
-    try:
-        model = AttributeClassifier(**json.loads(config_file.read_text()))
-    except (json.JSONDecodeError, TypeError, ValueError) as error:
-        raise ValueError(f"{config_file} is not an attribute classifier config ({error})") from error
-    # Not from_pretrained: it prints to stdout and loads non-strictly; a wrong file should fail loudly.
-    try:
-        missing, unexpected = load_model(model, weights, strict=False)
-    except RuntimeError as error:  # shapes differ from what config.json describes
-        raise ValueError(f"{weights} does not match {config_file}: {error}") from error
-    if missing or unexpected:
-        raise ValueError(f"{weights} does not match its config: missing {sorted(missing)}, "
-                         f"unexpected {sorted(unexpected)}")
+    model = load_model_folder(AttributeClassifier, folder, "attribute classifier",
+                              "train one with facegen.pipeline.ensure_classifier")
     return model.to(device, memory_format=torch.channels_last).eval()

@@ -9,7 +9,6 @@ AMP (bf16 autocast) is used on CUDA only: on these CPUs bf16 is emulated and far
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -17,11 +16,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model
 from tqdm.auto import tqdm
 
 from facegen import metrics
-from facegen.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
+from facegen.checkpoint import atomic_write_json, load_model_folder, load_checkpoint, save_checkpoint
 from facegen.config import Profile, get_profile
 from facegen.data.transforms import from_uint8
 from facegen.viz import save_image_grid
@@ -187,20 +185,4 @@ def load_vqvae(folder: Path, device: str = "cpu") -> VQVAE:
     folder = Path(folder)
     if (folder / MODEL_DIR / "config.json").is_file():
         folder = folder / MODEL_DIR
-    config_file, weights = folder / "config.json", folder / "model.safetensors"
-    if not config_file.is_file() or not weights.is_file():
-        raise FileNotFoundError(f"{folder} is not a trained VQ-VAE: expected config.json and model.safetensors "
-                                "(train one with `facegen train-vqvae`)")
-    try:
-        model = VQVAE(**json.loads(config_file.read_text()))
-    except (json.JSONDecodeError, TypeError) as error:
-        raise ValueError(f"{config_file} is not a VQ-VAE config ({error})") from error
-    # Not VQVAE.from_pretrained: it prints to stdout and loads non-strictly; a wrong file should fail loudly.
-    try:
-        missing, unexpected = load_model(model, weights, strict=False)
-    except RuntimeError as error:  # shapes differ from what config.json describes
-        raise ValueError(f"{weights} does not match {config_file}: {error}") from error
-    if missing or unexpected:
-        raise ValueError(f"{weights} does not match its config: missing {sorted(missing)}, "
-                         f"unexpected {sorted(unexpected)}")
-    return model.to(device).eval()
+    return load_model_folder(VQVAE, folder, "VQ-VAE", "train one with `facegen train-vqvae`").to(device).eval()

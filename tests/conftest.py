@@ -54,3 +54,15 @@ def make_celeba(tmp_path):
 def celeba_shared(tmp_path_factory) -> SimpleNamespace:
     """Like `celeba`, written once per test module: for tests that only read it."""
     return write_celeba(tmp_path_factory.mktemp("shared") / "celeba")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Unit tests run tiny models made of many small ops; with 2 threads every op waits for both cores, which a busy
+    machine may not give (measured: one training test took 29 s instead of 1.8 s next to two busy processes)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

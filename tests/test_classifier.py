@@ -14,14 +14,6 @@ TINY = get_profile("ci").replace(classifier={"width": 8, "steps": 6, "batch_size
 BALD = attribute_index("Bald")  # attribute 0 of CONDITIONING_ATTRIBUTES
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run many small ops; with 2 threads every op waits for both cores, which a busy machine may not
-    give (measured: one training test took 29 s instead of 1.8 s next to two busy processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def bright_top_task(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

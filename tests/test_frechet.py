@@ -9,14 +9,6 @@ from facegen import metrics
 from facegen.classifier import AttributeClassifier
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run many small ops; with 2 threads every op waits for both cores, which a busy machine may not
-    give (measured: one training test took 29 s instead of 1.8 s next to two busy processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def random_covariance(size: int, seed: int, rank: int | None = None) -> torch.Tensor:

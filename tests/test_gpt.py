@@ -20,16 +20,6 @@ TINY = get_profile("ci").replace(gpt={"n_layer": 2, "n_embd": 32, "n_head": 4, "
                                       "grad_accum": 2, "steps": 6, "val_every": 3, "warmup_steps": 2, "lr": 3e-3})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine two OpenMP threads per process
-    make each step ~50x slower (they spin-wait for a core); restored after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_splits(n_train: int = 24, n_valid: int = 6, seed: int = 0, codebook: int = 16, grid: int = 4,
                 learnable: bool = False) -> datasets.DatasetDict:
     """Tokenized splits in the real on-disk format (`split_table`). `learnable`: every code of an image is its
