@@ -29,8 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +41,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from facegen.checkpoint import atomic_write_json, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from facegen.checkpoint import atomic_folder, atomic_write_json, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from facegen.config import GPTConfig, Profile, get_profile
 from facegen.tokens import Vocabulary, build_hf_tokenizer, vocabulary_from_tokenizer
 from facegen.vqvae_training import batch_indices, cosine_with_warmup
@@ -428,20 +426,11 @@ def save_trained(run: GPTRun, profile: Profile, vqvae_fingerprint: str | None) -
         "bits_per_image": last.get("bits_per_image"),
         "loss_definition": LOSS_DEFINITION,
     }
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    old = target.with_name(f".{target.name}.old{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_folder(target) as tmp:
         with _quiet_transformers():
             run.model.save_pretrained(tmp)
         build_hf_tokenizer(run.vocab).save_pretrained(tmp)
         atomic_write_json(tmp / METADATA_FILE, metadata)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     atomic_write_json(run.folder / HISTORY_FILE, {"train": run.history, "validation": run.validation,
                                                    "seconds": run.seconds, "loss_definition": LOSS_DEFINITION})
     return target

@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from facegen.checkpoint import atomic_write_json
+from facegen.checkpoint import atomic_folder, atomic_write_json
 from facegen.config import Profile, get_profile
 from facegen.data.celeba import ATTR_FILE, IMAGE_DIR, PARTITION_FILE
 from facegen.data.dataset import FaceDataset, open_dataset
@@ -222,20 +221,10 @@ def split_table(codes: torch.Tensor, attributes) -> datasets.Dataset:
 def _save_atomic(splits: datasets.DatasetDict, info: TokenInfo, out_dir: Path) -> None:
     """Write everything into a temporary sibling folder, then swap it in: a reader never sees half a token set, and
     fingerprint.json exists only in finished folders."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
-    old = out_dir.with_name(f".{out_dir.name}.old{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_folder(out_dir) as tmp:
         with _quiet_datasets():
             splits.save_to_disk(str(tmp))
         atomic_write_json(tmp / FINGERPRINT_FILE, asdict(info))
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def tokenize_dataset(profile: Profile | None = None, vqvae: VQVAE | None = None, out_dir: Path | None = None,

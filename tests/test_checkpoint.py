@@ -44,3 +44,21 @@ def test_atomic_write_json_replaces_whole_file(tmp_path):
     atomic_write_json(path, {"b": 2})
     assert path.read_text() == '{\n  "b": 2\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_atomic_folder_swaps_in_whole_and_keeps_the_old_one_on_failure(tmp_path):
+    from facegen.checkpoint import atomic_folder
+
+    target = tmp_path / "out"
+    with atomic_folder(target) as tmp:
+        (tmp / "a.txt").write_text("first")
+    assert (target / "a.txt").read_text() == "first"
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as tmp:
+            (tmp / "a.txt").write_text("half")
+            raise RuntimeError("interrupted")
+    assert (target / "a.txt").read_text() == "first"
+    with atomic_folder(target) as tmp:
+        (tmp / "b.txt").write_text("second")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary or old folders left
