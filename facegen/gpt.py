@@ -243,6 +243,25 @@ def validation_loss(model: torch.nn.Module, ids: torch.Tensor, vocab: Vocabulary
     return float(sums[0] / sums[1])
 
 
+@torch.no_grad()
+def position_losses(model: torch.nn.Module, ids: torch.Tensor, vocab: Vocabulary, batch_size: int = 64) -> torch.Tensor:
+    """Mean cross-entropy (nats) at each scored position over the sequences `ids` (N, length): a float tensor of
+    n_image_tokens + 1 values, the 256 image tokens in raster order, then <END_GENERATION>. Their mean is
+    `validation_loss`; `[:-1].reshape(grid, grid)` shows where in a face the model spends its bits."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(vocab.n_image_tokens + 1, dtype=torch.float64)
+    for start in range(0, len(ids), batch_size):
+        batch = ids[start:start + batch_size].long().to(device)
+        logits = model(input_ids=batch).logits[:, vocab.image_start - 1:vocab.end_position]  # predicts image + END
+        targets = batch[:, vocab.image_start:vocab.end_position + 1]
+        losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), targets, reduction="none")
+        total += losses.sum(0).double().cpu()
+    model.train(was_training)
+    return (total / len(ids)).float()
+
+
 # ---------------------------------------------------------------------------------------------------- training
 
 

@@ -241,3 +241,16 @@ def frechet_feature_distance(classifier: torch.nn.Module, images_a: Tensor, imag
     stats_a = feature_statistics(classifier_outputs(classifier, images_a, batch_size, features=True))
     stats_b = feature_statistics(classifier_outputs(classifier, images_b, batch_size, features=True))
     return frechet_distance(*stats_a, *stats_b)
+
+
+def unigram_entropy(codes: Tensor, codebook_size: int) -> float:
+    """Entropy in nats of the code frequencies in `codes` (any shape of ids in 0..codebook_size-1): the loss per
+    token of a model that knows how often each code occurs but ignores context; a GPT must go below it. The other
+    baseline, knowing nothing, is ln(codebook_size)."""
+    codes = torch.as_tensor(codes).flatten().long()
+    if codes.numel() == 0 or codes.min() < 0 or codes.max() >= codebook_size:
+        raise ValueError(f"unigram_entropy: codes must be ids in 0..{codebook_size - 1}; got "
+                         f"{'none' if codes.numel() == 0 else f'{int(codes.min())}..{int(codes.max())}'}")
+    p = torch.bincount(codes, minlength=codebook_size).double()
+    p = p[p > 0] / p.sum()
+    return float(-(p * p.log()).sum())

@@ -48,3 +48,29 @@ def plot_vqvae_training(history: list[dict], validation: list[dict]):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def plot_gpt_training(history: list[dict], validation: list[dict], baselines: dict[str, float] | None = None,
+                      smooth: int = 20):
+    """GPT training curves in nats per image token: the training loss (raw and a `smooth`-step moving average) and
+    the validation loss, with horizontal lines for `baselines` such as {"unigram": 6.16, "ln K": 6.24}."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    steps = np.array([h["step"] for h in history])
+    loss = np.array([h["loss"] for h in history])
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(steps, loss, lw=0.6, alpha=0.35, color="tab:blue")
+    if len(loss) >= smooth:
+        ax.plot(steps[smooth - 1:], np.convolve(loss, np.ones(smooth) / smooth, mode="valid"), color="tab:blue",
+                label=f"training (mean of {smooth} steps)")
+    ax.plot([v["step"] for v in validation], [v["val_loss"] for v in validation], "o-", color="tab:red",
+            label="validation")
+    for (name, value), style in zip((baselines or {}).items(), ("--", ":", "-.")):
+        ax.axhline(value, ls=style, color="grey", label=f"{name} baseline ({value:.2f})")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("nats per image token")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -79,9 +79,9 @@ def test_parameter_count_of_a_built_model_matches_the_meta_count():
 def test_training_flops_per_token_by_hand_for_the_cpu_profile():
     profile = get_profile("cpu")
     config = gpt.gpt_config(profile, Vocabulary.for_profile(profile))
-    non_embedding = 6 * (12 * 256 ** 2 + 13 * 256) + 2 * 256
-    expected = 6 * (non_embedding + 570 * 256) + 12 * 6 * 277 * 256
-    assert gpt.training_flops_per_token(config) == expected == 34_415_616
+    non_embedding = 4 * (12 * 192 ** 2 + 13 * 192) + 2 * 192  # 4 blocks of 192 wide, then the final LayerNorm
+    expected = 6 * (non_embedding + 570 * 192) + 12 * 4 * 277 * 192
+    assert gpt.training_flops_per_token(config) == expected == 13_888_512
 
 
 def test_mixed_precision_is_bf16_on_cuda_and_off_on_cpu():
@@ -209,6 +209,18 @@ def test_validation_loss_is_the_mean_over_all_image_predictions():
     assert gpt.validation_loss(model, ids, VOCAB, batch_size=2) == pytest.approx(expected, rel=1e-5)  # 2 + 2 + 1
     assert gpt.bits_per_image(expected, VOCAB) == pytest.approx(16 * expected / math.log(2))
     assert gpt.bits_per_image(1.0, Vocabulary(512)) == pytest.approx(256 / math.log(2))
+
+
+def test_position_losses_are_the_per_position_cross_entropy_and_average_to_the_validation_loss():
+    model, ids = tiny_model().eval(), random_sequences(5)
+    losses = gpt.position_losses(model, ids, VOCAB, batch_size=2)
+    assert losses.shape == (VOCAB.n_image_tokens + 1,)
+    with torch.no_grad():
+        logits = model(ids).logits
+    t = VOCAB.image_start + 3  # the fourth image token is predicted by the logits one position earlier
+    expected = F.cross_entropy(logits[:, t - 1], ids[:, t]).item()
+    assert losses[3].item() == pytest.approx(expected, rel=1e-5)
+    assert losses.mean().item() == pytest.approx(gpt.validation_loss(model, ids, VOCAB), rel=1e-5)
 
 
 # --- training, resume, save and load ------------------------------------------------------------------------------

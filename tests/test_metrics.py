@@ -128,3 +128,16 @@ def test_codebook_usage_is_the_quantizer_one():
     stats = codebook_usage(torch.tensor([[0, 0], [1, 1]]), 4)
     assert stats.perplexity == pytest.approx(2.0) and stats.dead_codes == 2
     assert perplexity(torch.ones(7)).item() == pytest.approx(7.0)
+
+
+def test_unigram_entropy_matches_scipy_and_the_hand_values():
+    from scipy.stats import entropy
+
+    from facegen.metrics import unigram_entropy
+
+    codes = torch.tensor([[0, 0, 1, 3], [3, 3, 3, 0]])
+    assert unigram_entropy(codes, 4) == pytest.approx(entropy([3, 1, 0, 4]))  # scipy normalises the counts
+    assert unigram_entropy(torch.arange(8), 8) == pytest.approx(math.log(8))  # uniform: ln K
+    assert unigram_entropy(torch.zeros(5, dtype=torch.long), 8) == 0.0  # one code: no uncertainty
+    with pytest.raises(ValueError, match="ids in 0..3; got 0..4"):
+        unigram_entropy(torch.tensor([0, 4]), 4)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facegen.viz import image_grid, plot_vqvae_training, save_image_grid
+from facegen.viz import image_grid, plot_gpt_training, plot_vqvae_training, save_image_grid
 
 
 def test_image_grid_places_each_image_with_white_padding():
@@ -33,3 +33,15 @@ def test_plot_vqvae_training_draws_the_given_values():
     assert list(recon_line.get_ydata()) == [1.0, 0.5, 1 / 3, 0.25]
     assert list(fig.axes[1].lines[0].get_ydata()) == [10.0, 20.0, 30.0, 40.0]
     assert list(fig.axes[2].lines[0].get_xdata()) == [2, 4] and list(fig.axes[2].lines[0].get_ydata()) == [20.0, 25.0]
+
+
+def test_plot_gpt_training_draws_losses_moving_average_and_baselines():
+    history = [{"step": s, "loss": float(s % 2)} for s in range(1, 7)]  # 1, 0, 1, 0, 1, 0
+    validation = [{"step": 3, "val_loss": 0.7}, {"step": 6, "val_loss": 0.4}]
+    fig = plot_gpt_training(history, validation, {"unigram": 6.0, "ln K": 6.2}, smooth=2)
+    raw, average, val, unigram, uniform = fig.axes[0].lines
+    assert list(raw.get_ydata()) == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    assert list(average.get_xdata()) == [2, 3, 4, 5, 6] and list(average.get_ydata()) == [0.5] * 5
+    assert list(val.get_ydata()) == [0.7, 0.4]
+    assert list(unigram.get_ydata()) == [6.0, 6.0] and list(uniform.get_ydata()) == [6.2, 6.2]
+    assert "unigram baseline (6.00)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
