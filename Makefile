@@ -8,7 +8,7 @@ STAMP := $(VENV)/.facegen-installed
 # pip on these machines prints one warning per local index folder it skips; they are noise, not errors.
 PIP_NOISE := is ignored: it is neither a file nor a directory
 
-.PHONY: install course test unit nbval lab bench clean distclean
+.PHONY: install course book test unit nbval lab bench clean distclean
 
 install: $(STAMP)
 
@@ -18,9 +18,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,book]' 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	@touch $(STAMP)
 
-## The course on the embedded SynthFaces data, with the default profile (FACEGEN_PROFILE, else gpu/cpu by device).
+## The course with the default profile (FACEGEN_PROFILE, else gpu/cpu by device): SynthFaces, notebooks 01..07
+## executed in order (in place for `cpu`; runtimes -> docs/runtimes.json, README.md, book/intro.md), then the book.
 course: install
 	$(VENV)/bin/facegen course
+
+## The Jupyter Book from the notebooks' committed outputs, warnings as errors -> book/_build/html/index.html
+book: install
+	$(VENV)/bin/facegen book
 
 ## Unit tests, then every notebook under nbval with the tiny `ci` profile.
 test: unit nbval
@@ -35,6 +40,8 @@ nbval: install
 
 bench: install
 	$(PY) benchmarks/bench_vqvae.py --profile cpu
+	$(PY) benchmarks/bench_gpt.py --profile cpu
+	$(PY) benchmarks/bench_sampling.py --profile cpu
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/

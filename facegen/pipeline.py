@@ -129,3 +129,16 @@ def ensure_classifier(profile: Profile | None = None, progress: bool = True):
               "done once)")
         train_classifier(profile, folder=folder, progress=progress)
     return load_classifier(folder)
+
+
+def ensure_vqgan(profile: Profile | None = None, progress: bool = True):
+    """The profile's small VQGAN (eval mode), training it first when `artifacts/<profile>/vqgan/model` is missing.
+    Its perceptual loss needs the attribute classifier (or LPIPS when present locally), built first if missing."""
+    from facegen.vqgan_training import MODEL_DIR, load_trained_vqgan, train_vqgan, vqgan_folder
+
+    profile = profile or get_profile()
+    folder = vqgan_folder(profile)
+    if not (folder / MODEL_DIR / "model.safetensors").is_file():
+        _note(f"training the {profile.name!r} small VQGAN into {folder} (needed by this notebook; done once)")
+        train_vqgan(profile, progress=progress)
+    return load_trained_vqgan(folder)

@@ -34,11 +34,48 @@ def test_data_synth_writes_the_celeba_layout(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_course_runs_the_pipeline_on_the_ci_profile(tmp_path, monkeypatch, capsys):
+def test_prepare_runs_the_pipeline_on_the_ci_profile(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FACEGEN_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.setenv("FACEGEN_DATA", str(tmp_path / "data"))
-    assert main(["course", "--profile", "ci"]) == 0
+    assert main(["prepare", "--profile", "ci"]) == 0
     out = capsys.readouterr().out
     assert "320 images in" in out and "== 2. VQ-VAE tokenizer ==" in out and "validation PSNR" in out
     assert (tmp_path / "artifacts" / "ci" / "vqvae" / "model" / "model.safetensors").is_file()
     assert (tmp_path / "artifacts" / "ci" / "tokens").is_dir()
+
+
+def test_sample_writes_the_grid_of_sample_faces(tmp_path, monkeypatch, capsys):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from facegen import pipeline
+    from facegen.gpt import LoadedGPT
+    from facegen.sampling import sample_faces
+    from facegen.tokens import Vocabulary
+    from facegen.viz import image_grid
+    from facegen.vqvae import VQVAE
+    from test_sampling import tiny_gpt
+
+    vocab = Vocabulary(512)
+    gpt, vqvae = tiny_gpt(vocab), VQVAE(codebook_size=512, embed_dim=4, hidden=8, n_res_blocks=1).eval()
+    monkeypatch.setattr(pipeline, "ensure_gpt", lambda profile: LoadedGPT(gpt, None, vocab, {}))
+    monkeypatch.setattr(pipeline, "ensure_vqvae", lambda profile: vqvae)
+    out = tmp_path / "grid.png"
+    assert main(["sample", "--profile", "ci", "--attr", "Smiling=1", "--attr", "Eyeglasses=0", "--n", "4",
+                 "--guidance", "2.0", "--seed", "3", "--top-k", "50", "--out", str(out)]) == 0
+    assert "4 faces asked for Smiling=1, Eyeglasses=0 (guidance 2, seed 3)" in capsys.readouterr().out
+    expected = sample_faces(gpt, vocab, vqvae, 4, {"Smiling": 1, "Eyeglasses": 0}, guidance_scale=2.0, seed=3,
+                            top_k=50)
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(image_grid(expected, nrow=2)))
+    assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]  # no temporary file left
+
+
+def test_sample_refuses_a_bad_attribute_before_loading_anything(tmp_path, monkeypatch, capsys):
+    from facegen import pipeline
+
+    monkeypatch.setattr(pipeline, "ensure_gpt", lambda profile: pytest.fail("must not load or train the GPT"))
+    assert main(["sample", "--profile", "ci", "--attr", "Glasses=1", "--out", str(tmp_path / "g.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("facegen: error: --attr 'Glasses=1': unknown conditioning attribute") and "Eyeglasses" in err
+    assert not (tmp_path / "g.png").exists()
