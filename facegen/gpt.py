@@ -81,10 +81,39 @@ def _name_the_loss(model: GPT2LMHeadModel) -> GPT2LMHeadModel:
     return model
 
 
+def grid_position_embeddings(n_embd: int, grid: int, amplitude: float) -> torch.Tensor:
+    """(grid * grid, n_embd) starting embeddings for the image positions, in raster order: the cell (row, col) gets
+    sinusoids of its row in the first half of the channels and of its column in the second half, each half being
+    [sin(x f), cos(x f)] over n_embd / 4 frequencies f from 1 down to 1/100 radian per cell (the Transformer's
+    sinusoidal positions, one per axis), times `amplitude`."""
+    if n_embd % 4:
+        raise ValueError(f"grid position embeddings need n_embd divisible by 4 (sin and cos for each of the two "
+                         f"axes), got {n_embd}")
+    half = n_embd // 2
+    frequencies = torch.exp(-math.log(100.0) * torch.arange(0, half, 2, dtype=torch.float32) / half)
+    angles = torch.arange(grid, dtype=torch.float32)[:, None] * frequencies[None]
+    axis = torch.cat([angles.sin(), angles.cos()], dim=1)  # (grid, half): one code per row or column
+    rows = axis[:, None, :].expand(grid, grid, half)
+    cols = axis[None, :, :].expand(grid, grid, half)
+    return torch.cat([rows, cols], dim=2).reshape(grid * grid, n_embd) * amplitude
+
+
 def build_gpt(profile: Profile, vocab: Vocabulary) -> GPT2LMHeadModel:
     """A freshly initialised GPT-2 for the profile (seed torch first for a reproducible init). Built inside
-    `with torch.device("meta"):` it allocates nothing, which is how the `gpu` model's size is measured on a CPU."""
-    return _name_the_loss(GPT2LMHeadModel(gpt_config(profile, vocab)))
+    `with torch.device("meta"):` it allocates nothing, which is how the `gpu` model's size is measured on a CPU.
+
+    With `profile.gpt.grid_positions`, the image positions' embeddings start as `grid_position_embeddings` instead
+    of noise: GPT-2 learns positions from scratch and a face is 2-D, so telling each token its row and column from
+    step 0 saves the small `cpu` model some of its few steps. They stay ordinary trainable weights, and the model
+    an ordinary GPT2LMHeadModel."""
+    config = gpt_config(profile, vocab)
+    model = _name_the_loss(GPT2LMHeadModel(config))
+    if profile.gpt.grid_positions:
+        wpe = model.transformer.wpe.weight
+        grid = grid_position_embeddings(config.n_embd, vocab.grid_size, config.initializer_range)
+        with torch.no_grad():
+            wpe[vocab.image_start:vocab.image_start + vocab.n_image_tokens] = grid.to(wpe.device)
+    return model
 
 
 def count_parameters(config: GPT2Config) -> dict[str, int]:
@@ -114,8 +143,9 @@ def training_flops_per_token(config: GPT2Config) -> int:
 
 def resolve_mixed_precision(setting: str, cuda: bool | None = None) -> str:
     """accelerate's mixed_precision for a profile setting: "auto" is bf16 on CUDA (fp16 on GPUs without bf16, where
-    accelerate adds the loss scaler), and "no" on CPU: there bf16 is emulated and ~100x slower than fp32 on the
-    course's machines, and fp16 is not supported. "no", "fp16", "bf16" are used as given."""
+    accelerate adds the loss scaler), and "no" on CPU: most CPUs emulate bf16 (~100x slower than fp32 on the
+    AMD machines the course was first tested on; CPUs with AMX run it natively), fp32 gives the same numbers on
+    every CPU, and fp16 is not supported there. "no", "fp16", "bf16" are used as given."""
     if setting not in MIXED_PRECISION_CHOICES:
         raise ValueError(f"gpt.mixed_precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}; got {setting!r}")
     if setting != "auto":

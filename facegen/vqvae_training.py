@@ -4,7 +4,7 @@ loss = MSE(reconstruction, image) + VQ loss (commitment, plus the codebook term 
 Every `val_every` steps: PSNR, SSIM and codebook usage on validation images, a reconstruction grid, and a checkpoint
 holding model, optimizer, scheduler, step, history and RNG states, so an interrupted run resumes exactly where it
 stopped. Batches are a pure function of (seed, step), so resuming needs no data-loader state.
-AMP (bf16 autocast) is used on CUDA only: on these CPUs bf16 is emulated and far slower than fp32.
+AMP (bf16 autocast) is used on CUDA only: most CPUs emulate bf16, far slower than fp32 (notebook 05 measures yours).
 """
 
 from __future__ import annotations

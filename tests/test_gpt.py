@@ -76,6 +76,37 @@ def test_parameter_count_of_a_built_model_matches_the_meta_count():
     assert model.lm_head.weight is model.transformer.wte.weight
 
 
+def test_grid_position_embeddings_by_hand():
+    # n_embd 8: two frequencies per axis, 1 and exp(-ln 100 * 2/4) = 0.1; each half is [sin(x f), cos(x f)]
+    table = gpt.grid_position_embeddings(8, grid=4, amplitude=0.5)
+    assert table.shape == (16, 8)
+    row, col = 2, 3
+    expected = 0.5 * torch.tensor([math.sin(2), math.sin(0.2), math.cos(2), math.cos(0.2),
+                                   math.sin(3), math.sin(0.3), math.cos(3), math.cos(0.3)])
+    assert torch.allclose(table[row * 4 + col], expected, atol=1e-6)
+    grid = table.reshape(4, 4, 8)
+    assert torch.equal(grid[:, :, :4], grid[:, :1, :4].expand(4, 4, 4))  # the first half depends on the row only
+    assert torch.equal(grid[:, :, 4:], grid[:1, :, 4:].expand(4, 4, 4))  # the second half on the column only
+    assert len({tuple(v.tolist()) for v in table}) == 16  # every cell its own code
+    with pytest.raises(ValueError, match="divisible by 4"):
+        gpt.grid_position_embeddings(30, grid=4, amplitude=0.02)
+
+
+def test_build_gpt_starts_image_positions_on_the_grid_and_leaves_the_prompt_positions_random():
+    model = tiny_model()
+    wpe = model.transformer.wpe.weight.detach()
+    image = slice(VOCAB.image_start, VOCAB.image_start + VOCAB.n_image_tokens)
+    assert torch.equal(wpe[image], gpt.grid_position_embeddings(32, 4, model.config.initializer_range))
+    prompt = wpe[:VOCAB.image_start]
+    assert 0.01 < prompt.std().item() < 0.03  # GPT-2's normal(0, 0.02) init, untouched
+    torch.manual_seed(0)
+    plain = gpt.build_gpt(TINY.replace(gpt={"dropout": 0.1, "grid_positions": False}), VOCAB)
+    assert torch.equal(plain.transformer.wpe.weight[:VOCAB.image_start], prompt)  # same seed, same noise there
+    assert not torch.allclose(plain.transformer.wpe.weight[image], wpe[image])
+    with torch.device("meta"):  # how the gpu model is sized on a CPU: no allocation, and no error
+        assert gpt.build_gpt(get_profile("gpu"), Vocabulary.for_profile(get_profile("gpu"))).device.type == "meta"
+
+
 def test_training_flops_per_token_by_hand_for_the_cpu_profile():
     profile = get_profile("cpu")
     config = gpt.gpt_config(profile, Vocabulary.for_profile(profile))
