@@ -302,8 +302,9 @@ def test_training_learns_images_that_follow_the_attributes(tmp_path):
                                 "p_drop_all": 0.0, "p_drop_one": 0.0})
     splits = tiny_splits(64, 16, learnable=True)
     run = gpt.train_gpt(profile, splits, folder=tmp_path, vocab=VOCAB, progress=False, val_sequences=4)
-    # uniform guessing over the 74 tokens costs ln 74 = 4.3 nats; reading the attributes makes the codes certain
-    assert run.validation[-1]["val_loss"] < 0.5 < 4.0 < run.history[0]["loss"]
+    # an untrained model is close to uniform guessing over the 74 tokens (ln 74 = 4.3 nats; its first loss measured
+    # 3.9 with the grid positions); reading the attributes makes the codes certain
+    assert run.validation[-1]["val_loss"] < 0.5 < 3.5 < run.history[0]["loss"]
     first_four = gpt.encode_split(splits["valid"], VOCAB)[:4]  # val_sequences: the first 4 sequences only
     assert run.validation[-1]["val_loss"] == pytest.approx(gpt.validation_loss(run.model, first_four, VOCAB), rel=1e-5)
 
