@@ -238,6 +238,7 @@ def test_explorer_for_profile_loads_the_profile_artifacts_and_draws_a_first_batc
     assert asked == [("gpt", "ci"), ("vqvae", "ci"), ("valid", "ci")]
     assert explorer.model is model and explorer.vqvae is vqvae and explorer.valid_images is faces
     assert len(sampler.calls) == 1 and explorer.last_images is not None  # opens with faces
+    assert sampler.calls[0]["guidance_scale"] == widgets.DEFAULT_GUIDANCE == 3.0  # guided by default
     assert widgets.explorer_for_profile("ci", generate=False).last_images is None
 
 
