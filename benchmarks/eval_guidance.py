@@ -19,16 +19,11 @@ from pathlib import Path
 import torch
 
 from facegen import metrics
-from facegen.attributes import attribute_index
+from facegen.attributes import requests_from_rows
 from facegen.config import get_profile
-from facegen.gpt import MODEL_DIR, gpt_folder, load_gpt
+from facegen.gpt import gpt_folder, load_gpt
 from facegen.pipeline import ensure_classifier, ensure_vqvae, load_images
 from facegen.sampling import sample_faces
-
-
-def requests_from(rows, names) -> list[dict]:
-    """CelebA attribute rows (N, 40) of -1/1 -> N dicts {name: 0 or 1}."""
-    return [{name: int(row[attribute_index(name)] == 1) for name in names} for row in rows]
 
 
 def main() -> None:
@@ -42,13 +37,13 @@ def main() -> None:
     args = parser.parse_args()
 
     profile = get_profile(args.profile)
-    loaded = load_gpt(args.gpt or gpt_folder(profile) / MODEL_DIR)
+    loaded = load_gpt(args.gpt or gpt_folder(profile))
     model, vocab = loaded.model, loaded.vocab
     vqvae = ensure_vqvae(profile)
     classifier = ensure_classifier(profile)
     valid_images, valid_attributes = load_images(profile, "valid", attributes=True)
     train_images = load_images(profile, "train")
-    asked = requests_from(valid_attributes[:args.n], vocab.attributes)
+    asked = requests_from_rows(valid_attributes[:args.n], vocab.attributes)
     targets = torch.tensor([[r[name] for name in classifier.attributes] for r in asked])
     present_only = torch.where(targets == 1, 1, -1)
     floor = metrics.frechet_feature_distance(classifier, valid_images[:args.n], train_images[:args.n])

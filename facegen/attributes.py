@@ -35,3 +35,10 @@ def attribute_index(name: str) -> int:
         return CELEBA_ATTRIBUTES.index(name)
     except ValueError:
         raise KeyError(f"unknown CelebA attribute {name!r}; valid names: {', '.join(CELEBA_ATTRIBUTES)}") from None
+
+
+def requests_from_rows(rows, names: tuple[str, ...] = CONDITIONING_ATTRIBUTES) -> list[dict[str, int]]:
+    """CelebA attribute rows (N, 40) of 1 / -1 -> N requests {name: 1 or 0} over `names`: ask a sampler for the
+    attribute combinations real faces have (notebook 06, benchmarks/eval_guidance.py)."""
+    columns = [attribute_index(name) for name in names]
+    return [{name: int(row[column] == 1) for name, column in zip(names, columns)} for row in rows]
