@@ -133,6 +133,21 @@ def _cmd_train_gpt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_gan_decoder(args: argparse.Namespace) -> int:
+    from facegen.config import describe, get_profile
+    from facegen.gan_decoder import train_gan_decoder
+
+    profile = get_profile(args.profile)
+    print(describe(profile))
+    run = train_gan_decoder(profile, steps=args.steps, resume=not args.restart)
+    if run.validation:
+        last = run.validation[-1]
+        print(f"GAN-tuned decoder in {run.folder}: {len(run.history)} steps, {run.seconds / 60:.1f} min; validation "
+              f"PSNR {last['psnr']:.2f} dB, SSIM {last['ssim']:.3f}, sharpness {last['sharpness']:.2f}; "
+              f"perceptual loss: {run.perceptual}")
+    return 0
+
+
 def _cmd_train_vqgan(args: argparse.Namespace) -> int:
     from facegen.config import describe, get_profile
     from facegen.vqgan_training import train_vqgan
@@ -205,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     train_vqgan.add_argument("--steps", type=int, default=None, help="override the profile's step count")
     train_vqgan.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     train_vqgan.set_defaults(func=_cmd_train_vqgan)
+
+    tune = commands.add_parser("train-gan-decoder", parents=[common],
+                               help="fine-tune (or resume) the VQ-VAE's decoder with the VQGAN losses (notebook 07)")
+    tune.add_argument("--steps", type=int, default=None, help="override the profile's step count")
+    tune.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    tune.set_defaults(func=_cmd_train_gan_decoder)
 
     train_gpt = commands.add_parser("train-gpt", parents=[common], help="train (or resume) the profile's GPT; "
                                     "multi-GPU: `accelerate launch -m facegen.cli train-gpt`")

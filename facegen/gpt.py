@@ -71,6 +71,8 @@ def gpt_config(profile: Profile, vocab: Vocabulary) -> GPT2Config:
     return GPT2Config(
         vocab_size=vocab.size, n_positions=vocab.length, n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head,
         resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+        # GPT-2's tanh GELU as one fused kernel (gelu_new computes the same curve in five ops, ~5% of a CPU step)
+        activation_function="gelu_pytorch_tanh",
         bos_token_id=vocab.start_face_id, eos_token_id=vocab.end_generation_id, pad_token_id=vocab.pad_id)
 
 

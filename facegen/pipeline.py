@@ -131,6 +131,38 @@ def ensure_classifier(profile: Profile | None = None, progress: bool = True):
     return load_classifier(folder)
 
 
+def ensure_judge_classifier(profile: Profile | None = None, progress: bool = True):
+    """A second attribute classifier, trained exactly like the first but from another seed, that only ever judges.
+    The VQGAN losses use the first classifier's features as their perceptual distance, so a Frechet distance in
+    those same features would reward matching them rather than looking right; this one never enters a loss."""
+    from facegen.classifier import load_classifier, train_classifier
+
+    profile = profile or get_profile()
+    folder = profile.artifacts / "classifier_judge"
+    if not (folder / "model.safetensors").is_file():
+        _note(f"training the {profile.name!r} judge classifier into {folder} (an independent judge; done once)")
+        judge = profile.replace(classifier={"seed": profile.classifier.seed + 1})
+        train_classifier(judge, folder=folder, progress=progress)
+    return load_classifier(folder)
+
+
+def ensure_gan_decoder(profile: Profile | None = None, progress: bool = True):
+    """The profile's VQ-VAE with its decoder fine-tuned by the VQGAN losses (eval mode; same tokens), fine-tuning it
+    first when `artifacts/<profile>/gan_decoder/model` is missing or was made from another VQ-VAE."""
+    from facegen.gan_decoder import gan_decoder_folder, gan_decoder_stale_reason, load_gan_decoder, train_gan_decoder
+    from facegen.tokenize_dataset import vqvae_fingerprint
+
+    profile = profile or get_profile()
+    vqvae = ensure_vqvae(profile, progress=progress)
+    folder = gan_decoder_folder(profile)
+    reason = gan_decoder_stale_reason(folder, vqvae_fingerprint(vqvae))
+    if reason is not None:
+        _note(f"fine-tuning the {profile.name!r} VQ-VAE decoder with the VQGAN losses into {folder} ({reason}; "
+              "needed by this notebook; done once)")
+        train_gan_decoder(profile, vqvae=vqvae, resume=reason == "no fine-tuned decoder yet", progress=progress)
+    return load_gan_decoder(folder)
+
+
 def ensure_vqgan(profile: Profile | None = None, progress: bool = True):
     """The profile's small VQGAN (eval mode), training it first when `artifacts/<profile>/vqgan/model` is missing.
     Its perceptual loss needs the attribute classifier (or LPIPS when present locally), built first if missing."""

@@ -108,40 +108,6 @@ def restart_dead_codes(model: VQGAN, counts: Tensor, latents: Tensor) -> int:
     return len(dead)
 
 
-@torch.no_grad()
-def evaluate_vqgan(model: VQGAN, images: Tensor, batch_size: int = 64) -> dict:
-    """PSNR, SSIM (clamped reconstructions, images in [-1, 1]), codebook usage and sharpness (the reconstructions'
-    `laplacian_sharpness` over the originals', 1 = as sharp) on uint8 images (N, 3, H, W)."""
-    was_training = model.training
-    model.eval()
-    psnrs, ssims, codes, sharp_recon, sharp_real = [], [], [], [], []
-    for start in range(0, len(images), batch_size):
-        x = from_uint8(images[start:start + batch_size]).contiguous(memory_format=torch.channels_last)
-        recon, _, indices = model(x)
-        recon = recon.clamp(-1, 1)
-        psnrs.append(metrics.psnr(recon, x) * len(x))
-        ssims.append(metrics.ssim(recon, x) * len(x))
-        codes.append(indices.flatten())
-        sharp_recon.append(laplacian_sharpness(recon))
-        sharp_real.append(laplacian_sharpness(x))
-    model.train(was_training)
-    usage = metrics.codebook_usage(torch.cat(codes), model.n_embed)
-    return {"psnr": float(sum(psnrs) / len(images)), "ssim": float(sum(ssims) / len(images)),
-            "usage": float(usage.used_fraction), "perplexity": float(usage.perplexity),
-            "dead_codes": int(usage.dead_codes),
-            "sharpness": float(torch.cat(sharp_recon).mean() / torch.cat(sharp_real).mean())}
-
-
-def laplacian_sharpness(images: Tensor) -> Tensor:
-    """Per image, the mean absolute response to the 3x3 Laplacian (4 at the centre, -1 at its 4 neighbours) on the
-    grey level, for images in [-1, 1] (B, 3, H, W) -> (B,). Fine detail (strands of hair, eyelids) gives large
-    responses and blur removes them, so a reconstruction's value relative to the original's measures sharpness:
-    1 = as sharp as the original, < 1 blurrier. (It also rises with noise: look at the images too.)"""
-    grey = images.float().mean(dim=1, keepdim=True)
-    kernel = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]]).reshape(1, 1, 3, 3)
-    return torch.nn.functional.conv2d(grey, kernel).abs().mean(dim=(1, 2, 3))
-
-
 def train_vqgan(profile: Profile | None = None, train_images: Tensor | None = None, val_images: Tensor | None = None,
                 classifier: nn.Module | None = None, folder: Path | None = None, steps: int | None = None,
                 stop_after: int | None = None, resume: bool = True, progress: bool = True) -> VQGANRun:
@@ -161,7 +127,7 @@ def train_vqgan(profile: Profile | None = None, train_images: Tensor | None = No
         train_images = load_images(profile, "train") if train_images is None else train_images
         val_images = load_images(profile, "valid") if val_images is None else val_images
     val_images = val_images[:256]
-    perceptual = _perceptual_loss(profile, classifier)
+    perceptual = perceptual_loss_for(profile, classifier)
 
     torch.manual_seed(cfg.seed)
     # channels_last lets the CPU's oneDNN convolutions skip layout conversions (~1.9x faster here, measured).
@@ -192,7 +158,7 @@ def train_vqgan(profile: Profile | None = None, train_images: Tensor | None = No
         gan_on = step >= cfg.disc_start
         row = _generator_step(model, discriminator, perceptual, optimizer_g, x, gan_on, cfg)
         if gan_on:
-            row["d_loss"] = _discriminator_step(discriminator, optimizer_d, x, row.pop("reconstruction"))
+            row["d_loss"] = discriminator_step(discriminator, optimizer_d, x, row.pop("reconstruction"))
         row.pop("reconstruction", None)
         scheduler_g.step()
         for group in optimizer_d.param_groups:  # one schedule for both networks
@@ -206,7 +172,7 @@ def train_vqgan(profile: Profile | None = None, train_images: Tensor | None = No
         bar.set_postfix(l1=f"{row['l1']:.3f}", p=f"{row['perceptual']:.3f}", g=f"{row['g_loss']:.2f}")
         done = step + 1
         if done % cfg.val_every == 0 or done == end:
-            run.validation.append({"step": done, **evaluate_vqgan(model, val_images)})
+            run.validation.append({"step": done, **metrics.reconstruction_metrics(model, val_images, cfg.n_embed)})
             save_image_grid(recon_pairs(model, val_images[:8]), folder / "samples" / f"step_{done:06d}.png", nrow=8)
             save_checkpoint(checkpoint, model=model, discriminator=discriminator, optimizer_g=optimizer_g,
                             optimizer_d=optimizer_d, scheduler_g=scheduler_g, step=done, history=run.history,
@@ -221,7 +187,9 @@ def train_vqgan(profile: Profile | None = None, train_images: Tensor | None = No
     return run
 
 
-def _perceptual_loss(profile: Profile, classifier: nn.Module | None) -> nn.Module:
+def perceptual_loss_for(profile: Profile, classifier: nn.Module | None) -> nn.Module:
+    """The perceptual loss of the profile's VQGAN losses: LPIPS when it is available locally, else the classifier
+    feature distance on `classifier` (default: the profile's attribute classifier, trained first if missing)."""
     from facegen.vqgan_losses import lpips_available
 
     if classifier is None and not lpips_available():
@@ -262,7 +230,8 @@ def _generator_step(model: VQGAN, discriminator: nn.Module, perceptual: nn.Modul
             "indices": indices, "latents": latents.detach()}
 
 
-def _discriminator_step(discriminator: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, recon: Tensor) -> float:
+def discriminator_step(discriminator: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, recon: Tensor) -> float:
+    """One Adam step of the PatchGAN on the hinge loss: real images `x` against (detached) reconstructions."""
     d_loss = hinge_d_loss(discriminator(x), discriminator(recon))
     optimizer.zero_grad(set_to_none=True)
     d_loss.backward()

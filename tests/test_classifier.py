@@ -183,3 +183,20 @@ def test_ensure_classifier_trains_once_then_loads(tmp_path, monkeypatch, capsys)
         assert torch.equal(again.state_dict()[key], value), key
     images = bright_top_task(4)[0]
     torch.testing.assert_close(metrics.classifier_outputs(again, images), metrics.classifier_outputs(model, images))
+
+
+def test_ensure_judge_classifier_is_another_seed_in_its_own_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FACEGEN_ARTIFACTS", str(tmp_path))
+    data = {"train": bright_top_task(16), "valid": bright_top_task(8, seed=1)}
+    monkeypatch.setattr(pipeline, "load_images", lambda profile, split, attributes, progress: data[split])
+    first = pipeline.ensure_classifier(TINY, progress=False)
+    judge = pipeline.ensure_judge_classifier(TINY, progress=False)
+    assert "training the 'ci' judge classifier" in capsys.readouterr().out
+    assert (tmp_path / "ci" / "classifier_judge" / "model.safetensors").is_file()
+    assert not torch.equal(judge.head.weight, first.head.weight)  # another seed: other weights
+    seeded = train_classifier(TINY.replace(classifier={"seed": TINY.classifier.seed + 1}), train=data["train"],
+                              valid=data["valid"], folder=tmp_path / "by_hand", progress=False).model
+    for key, value in seeded.state_dict().items():  # exactly the profile's recipe with seed + 1
+        assert torch.equal(judge.state_dict()[key], value), key
+    again = pipeline.ensure_judge_classifier(TINY, progress=False)
+    assert capsys.readouterr().out == "" and torch.equal(again.head.weight, judge.head.weight)

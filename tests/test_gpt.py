@@ -59,6 +59,17 @@ def test_gpt_config_follows_the_profile_and_the_vocabulary():
     assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (16, 18, 19)
 
 
+def test_the_mlp_activation_is_gpt2s_tanh_gelu():
+    from transformers.activations import ACT2FN
+
+    model = gpt.build_gpt(TINY, VOCAB)
+    act = model.transformer.h[0].mlp.act
+    x = torch.linspace(-6, 6, 1001)
+    assert torch.allclose(act(x), ACT2FN["gelu_new"](x), atol=1e-6)  # GPT-2's own activation, fused
+    assert torch.allclose(act(x), F.gelu(x, approximate="tanh"), atol=1e-6)
+    assert not torch.allclose(act(x), F.gelu(x), atol=1e-4)  # the tanh approximation, not the exact erf GELU
+
+
 def test_the_gpu_profile_is_gpt2_small_with_86m_parameters():
     vocab = Vocabulary.for_profile(get_profile("gpu"))
     config = gpt.gpt_config(get_profile("gpu"), vocab)

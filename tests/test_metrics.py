@@ -11,7 +11,7 @@ from skimage.metrics import structural_similarity as skimage_ssim
 from torchmetrics.functional.image import peak_signal_noise_ratio as torchmetrics_psnr
 from torchmetrics.functional.image import structural_similarity_index_measure as torchmetrics_ssim
 
-from facegen import quantize
+from facegen import metrics, quantize
 from facegen.metrics import codebook_usage, perplexity, psnr, ssim
 
 
@@ -141,3 +141,15 @@ def test_unigram_entropy_matches_scipy_and_the_hand_values():
     assert unigram_entropy(torch.zeros(5, dtype=torch.long), 8) == 0.0  # one code: no uncertainty
     with pytest.raises(ValueError, match="ids in 0..3; got 0..4"):
         unigram_entropy(torch.tensor([0, 4]), 4)
+
+
+def test_laplacian_sharpness_by_hand_and_blur_lowers_it():
+    flat = torch.zeros(1, 3, 5, 5)
+    assert metrics.laplacian_sharpness(flat).item() == 0.0
+    dot = torch.zeros(1, 3, 5, 5)
+    dot[:, :, 2, 2] = 1.0  # the 3x3 responses around it: 4 at the centre, -1 at the four neighbours, 0 elsewhere
+    assert metrics.laplacian_sharpness(dot).item() == pytest.approx(8 / 9)
+    torch.manual_seed(0)
+    noise = torch.rand(2, 3, 16, 16) * 2 - 1
+    blurred = torch.nn.functional.avg_pool2d(noise, 3, stride=1, padding=1)
+    assert (metrics.laplacian_sharpness(blurred) < 0.5 * metrics.laplacian_sharpness(noise)).all()

@@ -6,8 +6,9 @@ from facegen.classifier import AttributeClassifier
 from facegen.config import get_profile
 from facegen.data.transforms import from_uint8
 from facegen.vqgan import VQGAN
-from facegen.vqgan_training import (evaluate_vqgan, init_codebook, laplacian_sharpness, load_trained_vqgan,
+from facegen.vqgan_training import (discriminator_step, init_codebook, load_trained_vqgan, perceptual_loss_for,
                                     random_crops, restart_dead_codes, train_vqgan, vqgan_folder)
+from helpers import square_images
 
 TINY = get_profile("ci").replace(
     data={"image_size": 32},
@@ -16,14 +17,6 @@ TINY = get_profile("ci").replace(
            "disc_channels": 8, "disc_layers": 2, "restart_every": 2, "val_every": 3})
 
 
-def blobs(n: int, seed: int = 0) -> torch.Tensor:
-    """A bright square on a dark background, uint8 (n, 3, 32, 32)."""
-    g = torch.Generator().manual_seed(seed)
-    images = torch.full((n, 3, 32, 32), 40, dtype=torch.uint8)
-    for i in range(n):
-        top, left = torch.randint(0, 20, (2,), generator=g).tolist()
-        images[i, :, top:top + 12, left:left + 12] = torch.randint(100, 255, (3, 1, 1), generator=g).to(torch.uint8)
-    return images
 
 
 def tiny_classifier() -> AttributeClassifier:
@@ -56,7 +49,7 @@ def test_random_crops_are_windows_of_each_image():
 
 def test_init_codebook_puts_codes_on_the_encoder_outputs():
     model = tiny_vqgan()
-    x = from_uint8(blobs(8))
+    x = from_uint8(square_images(8))
     init_codebook(model, x)
     latents = model.encode_latents(x).detach().permute(0, 2, 3, 1).reshape(-1, 8)
     codebook = model.quantize.embedding.weight
@@ -82,22 +75,22 @@ def test_restart_dead_codes_reseeds_exactly_the_unused_codes():
             assert torch.equal(after[code], before[code])
 
 
-def test_evaluate_vqgan_matches_a_direct_computation():
+def test_reconstruction_metrics_of_a_vqgan_match_a_direct_computation():
     model = tiny_vqgan().eval()
-    images = blobs(5, seed=1)
-    result = evaluate_vqgan(model, images, batch_size=2)
+    images = square_images(5, seed=1)
+    result = metrics.reconstruction_metrics(model, images, model.n_embed, batch_size=2)
     x = from_uint8(images)
     with torch.no_grad():
         recon, _, indices = model(x)
     assert result["psnr"] == pytest.approx(float(metrics.psnr(recon.clamp(-1, 1), x)), rel=1e-5)
     assert result["ssim"] == pytest.approx(float(metrics.ssim(recon.clamp(-1, 1), x)), rel=1e-4)
     assert result["usage"] == pytest.approx(len(torch.unique(indices)) / 16)
-    expected = laplacian_sharpness(recon.clamp(-1, 1)).mean() / laplacian_sharpness(x).mean()
+    expected = metrics.laplacian_sharpness(recon.clamp(-1, 1)).mean() / metrics.laplacian_sharpness(x).mean()
     assert result["sharpness"] == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
-    train, val = blobs(16), blobs(4, seed=1)
+    train, val = square_images(16), square_images(4, seed=1)
     classifier = tiny_classifier()
     whole = train_vqgan(TINY, train, val, classifier=classifier, folder=tmp_path / "whole", progress=False)
     first = train_vqgan(TINY, train, val, classifier=classifier, folder=tmp_path / "split", stop_after=4,
@@ -119,7 +112,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
 
 def test_training_lowers_the_reconstruction_error(tmp_path):
     profile = TINY.replace(vqgan={"steps": 30, "disc_start": 25, "val_every": 15, "lr": 2e-3})
-    run = train_vqgan(profile, blobs(64), blobs(8, seed=1), classifier=tiny_classifier(), folder=tmp_path,
+    run = train_vqgan(profile, square_images(64), square_images(8, seed=1), classifier=tiny_classifier(), folder=tmp_path,
                       progress=False)
     first = sum(h["l1"] for h in run.history[:5]) / 5
     last = sum(h["l1"] for h in run.history[-5:]) / 5
@@ -171,13 +164,34 @@ def test_cli_train_vqgan_reports_the_run(tmp_path, monkeypatch, capsys):
     assert "3 steps, 1.5 min; validation PSNR 21.50 dB, SSIM 0.610, 50% of codes used; perceptual loss: P" in out
 
 
-def test_laplacian_sharpness_by_hand_and_blur_lowers_it():
-    flat = torch.zeros(1, 3, 5, 5)
-    assert laplacian_sharpness(flat).item() == 0.0
-    dot = torch.zeros(1, 3, 5, 5)
-    dot[:, :, 2, 2] = 1.0  # the 3x3 responses around it: 4 at the centre, -1 at the four neighbours, 0 elsewhere
-    assert laplacian_sharpness(dot).item() == pytest.approx(8 / 9)
+def test_perceptual_loss_for_uses_the_given_classifier_or_the_profiles(monkeypatch):
+    import facegen.pipeline as pipeline
+    import facegen.vqgan_losses as losses
+
+    monkeypatch.setattr(losses, "lpips_available", lambda: False)
+    given = tiny_classifier()
+    loss = perceptual_loss_for(TINY, given)
+    assert loss.name == "classifier feature distance (not LPIPS)" and loss.classifier is given
+    fetched = []
+    monkeypatch.setattr(pipeline, "ensure_classifier", lambda profile: fetched.append(profile.name) or given)
+    assert perceptual_loss_for(TINY, None).classifier is given and fetched == ["ci"]
+
+
+def test_discriminator_step_reports_the_hinge_loss_and_learns_to_tell_real_from_fake():
+    from facegen.vqgan_losses import NLayerDiscriminator, hinge_d_loss
+
     torch.manual_seed(0)
-    noise = torch.rand(2, 3, 16, 16) * 2 - 1
-    blurred = torch.nn.functional.avg_pool2d(noise, 3, stride=1, padding=1)
-    assert (laplacian_sharpness(blurred) < 0.5 * laplacian_sharpness(noise)).all()
+    disc = NLayerDiscriminator(ndf=8, n_layers=2)
+    optimizer = torch.optim.Adam(disc.parameters(), lr=2e-3, betas=(0.5, 0.9))
+    real = from_uint8(square_images(8))
+    fake = torch.zeros_like(real)  # flat grey: easy to tell apart
+    disc.train()
+    with torch.no_grad():
+        before = hinge_d_loss(disc(real), disc(fake)).item()
+    torch.manual_seed(0)
+    disc_copy = NLayerDiscriminator(ndf=8, n_layers=2).train()
+    first = discriminator_step(disc_copy, torch.optim.Adam(disc_copy.parameters(), lr=2e-3, betas=(0.5, 0.9)),
+                               real, fake)
+    assert first == pytest.approx(before, rel=1e-5)  # the loss before the update
+    losses = [discriminator_step(disc, optimizer, real, fake) for _ in range(30)]
+    assert losses[-1] < 0.5 * losses[0]

@@ -8,19 +8,12 @@ from facegen.config import get_profile
 from facegen.data.transforms import from_uint8
 from facegen.vqvae import VQVAE
 from facegen.vqvae_training import batch_indices, cosine_with_warmup, evaluate, load_vqvae, train_vqvae
+from helpers import square_images
 
 TINY = get_profile("ci").replace(vqvae={"codebook_size": 16, "embed_dim": 8, "hidden": 16, "n_res_blocks": 1,
                                         "batch_size": 4, "val_every": 3, "steps": 6, "restart_after": 2})
 
 
-def blobs(n: int, seed: int = 0) -> torch.Tensor:
-    """Simple structured uint8 images (a bright square on a dark background) so a tiny model can learn them."""
-    g = torch.Generator().manual_seed(seed)
-    images = torch.full((n, 3, 32, 32), 40, dtype=torch.uint8)
-    for i in range(n):
-        top, left = torch.randint(0, 20, (2,), generator=g).tolist()
-        images[i, :, top:top + 12, left:left + 12] = torch.randint(100, 255, (3, 1, 1), generator=g).to(torch.uint8)
-    return images
 
 
 def test_batch_indices_are_seeded_permutations_per_epoch():
@@ -47,7 +40,7 @@ def test_cosine_with_warmup_by_hand():
 def test_evaluate_matches_a_direct_computation():
     torch.manual_seed(0)
     model = VQVAE(codebook_size=16, embed_dim=8, hidden=16, n_res_blocks=1).eval()
-    images = blobs(5, seed=1)
+    images = square_images(5, seed=1)
     result = evaluate(model, images, batch_size=2)  # uneven batches: the average must be per image
     x = from_uint8(images)
     with torch.no_grad():
@@ -60,7 +53,7 @@ def test_evaluate_matches_a_direct_computation():
 
 
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
-    train, val = blobs(16), blobs(4, seed=1)
+    train, val = square_images(16), square_images(4, seed=1)
     whole = train_vqvae(TINY, train, val, folder=tmp_path / "whole", progress=False)
     first = train_vqvae(TINY, train, val, folder=tmp_path / "split", stop_after=3, progress=False)
     assert len(first.history) == 3 and not (tmp_path / "split" / "model").exists()
@@ -76,7 +69,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
 
 def test_training_lowers_the_reconstruction_error(tmp_path):
     profile = TINY.replace(vqvae={"steps": 60, "val_every": 30, "lr": 3e-3})
-    run = train_vqvae(profile, blobs(64), blobs(8, seed=1), folder=tmp_path, progress=False)
+    run = train_vqvae(profile, square_images(64), square_images(8, seed=1), folder=tmp_path, progress=False)
     first = sum(h["recon"] for h in run.history[:5]) / 5
     last = sum(h["recon"] for h in run.history[-5:]) / 5
     assert last < 0.5 * first

@@ -1,0 +1,232 @@
+"""A VQGAN decoder for the VQ-VAE's tokens: fine-tune only the decoder with taming's losses.
+
+Training taming's whole VQGAN from scratch needs far more compute than a CPU gives (benchmarks/README.md: ten CPU
+minutes reach ~18 dB PSNR). The large projects did not start from scratch either: DALL-E mini fine-tuned a trained
+VQGAN, and Stable Diffusion's improved autoencoders (sd-vae-ft-mse / -ema) fine-tuned only the decoder, so that
+every image keeps exactly the same tokens. We do the latter with the course's VQ-VAE:
+
+- the encoder and the codebook are frozen: same tokens, so the GPT of notebook 05 can use the new decoder unchanged;
+- the decoder is trained with the VQGAN's generator loss (facegen.vqgan_losses):
+      L1 + perceptual_weight * perceptual + lambda * (-mean D(x_rec)),   lambda = taming's adaptive weight,
+  and a PatchGAN discriminator with the hinge loss; Adam with taming's betas (0.5, 0.9) for both;
+- what is saved is an exponential moving average of the decoder's weights (`ema_decay`; sd-vae-ft-ema's choice,
+  and StyleGAN's): a GAN's generator jitters from step to step, and the average keeps the sharpening while
+  smoothing away the speckle that any single step's weights paint.
+
+The result is a complete VQ-VAE (same config, new decoder weights) in `artifacts/<profile>/gan_decoder/model`,
+readable by `facegen.vqvae_training.load_vqvae`, with `base_vqvae.json` naming the VQ-VAE it was made from.
+Conventions as the other trainers: batches are pure functions of (seed, step), a progress bar, validation (PSNR,
+SSIM, sharpness) and an atomic checkpoint with every RNG state every `val_every` steps so an interrupted run resumes
+exactly; history.json; sample grids in `samples/`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from facegen import metrics
+from facegen.checkpoint import atomic_folder, atomic_write_json, load_checkpoint, save_checkpoint
+from facegen.config import Profile, get_profile
+from facegen.data.transforms import from_uint8
+from facegen.viz import save_image_grid
+from facegen.vqgan_losses import NLayerDiscriminator, adaptive_weight, generator_adversarial_loss
+from facegen.vqgan_training import discriminator_step, perceptual_loss_for
+from facegen.vqvae import VQVAE
+from facegen.vqvae_training import batch_indices, load_vqvae
+
+CHECKPOINT = "checkpoint.pt"
+MODEL_DIR = "model"
+BASE_FILE = "base_vqvae.json"  # inside MODEL_DIR: the fingerprint of the VQ-VAE whose encoder and codebook it uses
+BETAS = (0.5, 0.9)  # taming's Adam betas
+
+
+@dataclass
+class GANDecoderRun:
+    model: VQVAE  # the VQ-VAE whose decoder is trained (the raw weights of the last step)
+    averaged: VQVAE  # the same with the averaged decoder: what is evaluated and saved
+    discriminator: NLayerDiscriminator
+    folder: Path
+    base_fingerprint: str
+    perceptual: str = ""
+    history: list[dict] = field(default_factory=list)
+    validation: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+
+
+def gan_decoder_folder(profile: Profile) -> Path:
+    return profile.artifacts / "gan_decoder"
+
+
+def decoder_last_layer(model: VQVAE) -> Tensor:
+    """The weight of the decoder's final layer (a ConvTranspose2d), where the adaptive GAN weight is measured."""
+    return model.decoder.net[-1].weight
+
+
+def freeze_tokens(model: VQVAE) -> None:
+    """Freeze the encoder and the codebook (no gradients, no EMA codebook updates): the tokens must not change."""
+    for parameter in list(model.encoder.parameters()) + list(model.quantizer.parameters()):
+        parameter.requires_grad_(False)
+    model.encoder.eval()
+    model.quantizer.eval()  # in training mode the quantizer would move its EMA codebook and restart codes
+
+
+@torch.no_grad()
+def quantized_latents(model: VQVAE, images: Tensor) -> Tensor:
+    """The quantized codes the decoder reads, (B, embed_dim, h, w), for float images in [-1, 1]."""
+    return model.quantizer(model.encoder(images)).quantized.detach()
+
+
+def train_gan_decoder(profile: Profile | None = None, vqvae: VQVAE | None = None, train_images: Tensor | None = None,
+                      val_images: Tensor | None = None, classifier: nn.Module | None = None,
+                      folder: Path | None = None, steps: int | None = None, stop_after: int | None = None,
+                      resume: bool = True, progress: bool = True) -> GANDecoderRun:
+    """Fine-tune the decoder of `vqvae` (default: the profile's trained VQ-VAE) with the VQGAN losses on uint8
+    images (N, 3, S, S); CPU, fp32. `classifier` is the frozen network of the perceptual loss when LPIPS is not
+    available locally (default: the profile's attribute classifier). `stop_after` ends the run early at that step
+    with a checkpoint, as an interruption would; `resume=True` continues exactly. The finished model goes to
+    `folder/model` (default `artifacts/<profile>/gan_decoder`)."""
+    from facegen.pipeline import ensure_vqvae, load_images
+    from facegen.tokenize_dataset import vqvae_fingerprint
+
+    profile = profile or get_profile()
+    cfg = profile.gan_decoder
+    steps = steps or cfg.steps
+    folder = Path(folder or gan_decoder_folder(profile))
+    base = vqvae if vqvae is not None else ensure_vqvae(profile, progress=progress)
+    train_images = load_images(profile, "train") if train_images is None else train_images
+    val_images = (load_images(profile, "valid") if val_images is None else val_images)[:256]
+    perceptual = perceptual_loss_for(profile, classifier)
+
+    torch.manual_seed(cfg.seed)
+    # channels_last lets the CPU's oneDNN convolutions skip layout conversions (the VQ-VAE trains ~1.7x faster).
+    model = copy.deepcopy(base).to(memory_format=torch.channels_last)
+    freeze_tokens(model)
+    discriminator = NLayerDiscriminator(ndf=cfg.disc_channels, n_layers=cfg.disc_layers).to(
+        memory_format=torch.channels_last)
+    averaged_decoder = AveragedModel(model.decoder, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+    averaged = copy.deepcopy(model)
+    averaged.decoder = averaged_decoder.module  # shares the averaged weights: always up to date
+    optimizer_g = torch.optim.Adam(model.decoder.parameters(), lr=cfg.lr, betas=BETAS)
+    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=BETAS)
+    run = GANDecoderRun(model=model, averaged=averaged, discriminator=discriminator, folder=folder,
+                        base_fingerprint=vqvae_fingerprint(base), perceptual=perceptual.name)
+    start = 0
+    checkpoint = folder / CHECKPOINT
+    if resume and checkpoint.is_file():
+        state = load_checkpoint(checkpoint, decoder=model.decoder, averaged_decoder=averaged_decoder,
+                                discriminator=discriminator, optimizer_g=optimizer_g, optimizer_d=optimizer_d)
+        if state["base_fingerprint"] != run.base_fingerprint:
+            raise ValueError(f"{checkpoint} fine-tunes another VQ-VAE than the one given; delete it or pass "
+                             "resume=False to start over")
+        start, run.history, run.validation, run.seconds = (state["step"], state["history"], state["validation"],
+                                                           state["seconds"])
+    else:  # the average starts at the trained decoder (torch's AveragedModel would start at the first step's weights)
+        averaged_decoder.update_parameters(model.decoder)
+
+    end = min(steps, stop_after) if stop_after is not None else steps
+    model.decoder.train()
+    discriminator.train()
+    last_layer = decoder_last_layer(model)
+    began = time.perf_counter()
+    bar = tqdm(range(start, end), initial=start, total=steps, desc="GAN decoder", disable=not progress)
+    for step in bar:
+        x = _batch(train_images, step, cfg)
+        gan_on = step >= cfg.disc_start
+        row = _generator_step(model, discriminator, perceptual, optimizer_g, x, gan_on, last_layer, cfg)
+        recon = row.pop("reconstruction")
+        if gan_on:
+            row["d_loss"] = discriminator_step(discriminator, optimizer_d, x, recon)
+        averaged_decoder.update_parameters(model.decoder)
+        run.history.append({"step": step + 1, **row})
+        bar.set_postfix(l1=f"{row['l1']:.3f}", g=f"{row['g_loss']:.2f}", w=f"{row['gan_weight']:.3f}")
+        done = step + 1
+        if done % cfg.val_every == 0 or done == end:
+            run.validation.append({"step": done, **metrics.reconstruction_metrics(averaged, val_images,
+                                                                                 averaged.codebook_size)})
+            save_image_grid(recon_pairs(base, averaged, val_images[:8]), folder / "samples" / f"step_{done:06d}.png",
+                            nrow=8)
+            save_checkpoint(checkpoint, decoder=model.decoder, averaged_decoder=averaged_decoder,
+                            discriminator=discriminator, optimizer_g=optimizer_g, optimizer_d=optimizer_d, step=done,
+                            history=run.history, validation=run.validation, base_fingerprint=run.base_fingerprint,
+                            seconds=run.seconds + time.perf_counter() - began)
+    bar.close()
+    elapsed = time.perf_counter() - began
+    run.seconds += elapsed
+    run.images_per_second = (end - start) * cfg.batch_size / elapsed if end > start else 0.0
+    if end == steps:
+        save_trained(run)
+    return run
+
+
+def _batch(images: Tensor, step: int, cfg) -> Tensor:
+    """The training batch of `step` as floats in [-1, 1]: a pure function of (seed, step)."""
+    index = batch_indices(step, len(images), cfg.batch_size, cfg.seed)
+    return from_uint8(images[index]).contiguous(memory_format=torch.channels_last)
+
+
+def _generator_step(model: VQVAE, discriminator: nn.Module, perceptual: nn.Module, optimizer: torch.optim.Optimizer,
+                    x: Tensor, gan_on: bool, last_layer: Tensor, cfg) -> dict:
+    recon = model.decoder(quantized_latents(model, x))
+    l1 = (recon - x).abs().mean()
+    perceptual_loss = perceptual(recon, x).mean()
+    nll = l1 + cfg.perceptual_weight * perceptual_loss
+    if gan_on:
+        g_loss = generator_adversarial_loss(discriminator(recon))
+        weight = adaptive_weight(nll, g_loss, last_layer, cfg.disc_weight)
+    else:  # before disc_start: reconstruction terms only, no discriminator pass
+        g_loss, weight = torch.zeros(()), torch.zeros(())
+    loss = nll + weight * g_loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"loss": loss.item(), "l1": l1.item(), "perceptual": perceptual_loss.item(), "g_loss": g_loss.item(),
+            "gan_weight": weight.item(), "reconstruction": recon.detach()}
+
+
+@torch.no_grad()
+def recon_pairs(base: VQVAE, tuned: VQVAE, images: Tensor) -> Tensor:
+    """Three rows: the uint8 `images`, the base VQ-VAE's reconstructions, the fine-tuned decoder's; in [-1, 1]."""
+    x = from_uint8(images)
+    codes = base.encode_indices(x)
+    return torch.cat([x, base.decode_indices(codes), tuned.decode_indices(codes)])
+
+
+def save_trained(run: GANDecoderRun) -> Path:
+    """`folder/model` (a complete VQ-VAE with the averaged decoder + base_vqvae.json) and history.json."""
+    averaged = run.averaged.to(memory_format=torch.contiguous_format)
+    with atomic_folder(run.folder / MODEL_DIR) as tmp:
+        averaged.save_pretrained(tmp)
+        (Path(tmp) / BASE_FILE).write_text(json.dumps({"vqvae_fingerprint": run.base_fingerprint}) + "\n")
+    atomic_write_json(run.folder / "history.json", {"train": run.history, "validation": run.validation,
+                                                     "seconds": run.seconds, "perceptual": run.perceptual})
+    return run.folder / MODEL_DIR
+
+
+def gan_decoder_stale_reason(folder: Path, base_fingerprint: str) -> str | None:
+    """Why the fine-tuned decoder in `folder` cannot be used with the VQ-VAE of `base_fingerprint`, or None."""
+    model_dir = Path(folder) / MODEL_DIR
+    if not (model_dir / "model.safetensors").is_file() or not (model_dir / BASE_FILE).is_file():
+        return "no fine-tuned decoder yet"
+    try:
+        saved = json.loads((model_dir / BASE_FILE).read_text()).get("vqvae_fingerprint")
+    except ValueError:
+        return f"{model_dir / BASE_FILE} is unreadable"
+    return None if saved == base_fingerprint else "it was fine-tuned from another VQ-VAE"
+
+
+def load_gan_decoder(folder: Path) -> VQVAE:
+    """The VQ-VAE with the fine-tuned decoder (eval mode) from its artifact folder or its `model` folder."""
+    folder = Path(folder)
+    if (folder / MODEL_DIR / "config.json").is_file():
+        folder = folder / MODEL_DIR
+    return load_vqvae(folder)
