@@ -34,7 +34,7 @@ from facegen.attributes import CELEBA_ATTRIBUTES, CONDITIONING_ATTRIBUTES, attri
 from facegen.checkpoint import atomic_write_json, load_checkpoint, load_model_folder, save_checkpoint
 from facegen.config import Profile, get_profile
 from facegen.data.transforms import from_uint8
-from facegen.vqvae_training import batch_indices, cosine_with_warmup
+from facegen.vqvae_training import batch_indices, cosine_with_warmup, record_speed
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
@@ -254,9 +254,7 @@ def train_classifier(profile: Profile | None = None, train: tuple[torch.Tensor, 
                             history=run.history, validation=run.validation, metrics=run.metrics,
                             seconds=run.seconds + time.perf_counter() - began)
     bar.close()
-    elapsed = time.perf_counter() - began
-    run.seconds += elapsed
-    run.images_per_second = (end - start) * cfg.batch_size / elapsed if end > start else 0.0
+    record_speed(run, began, end - start, cfg.batch_size)
     if end == steps and (end > start or not (folder / "model.safetensors").is_file()):
         save_trained(run)
     return run

@@ -41,7 +41,7 @@ from facegen.viz import save_image_grid
 from facegen.vqgan_losses import NLayerDiscriminator, adaptive_weight, generator_adversarial_loss
 from facegen.vqgan_training import discriminator_step, perceptual_loss_for
 from facegen.vqvae import VQVAE
-from facegen.vqvae_training import batch_indices, load_vqvae
+from facegen.vqvae_training import batch_indices, load_vqvae, record_speed
 
 CHECKPOINT = "checkpoint.pt"
 MODEL_DIR = "model"
@@ -160,9 +160,7 @@ def train_gan_decoder(profile: Profile | None = None, vqvae: VQVAE | None = None
                             history=run.history, validation=run.validation, base_fingerprint=run.base_fingerprint,
                             seconds=run.seconds + time.perf_counter() - began)
     bar.close()
-    elapsed = time.perf_counter() - began
-    run.seconds += elapsed
-    run.images_per_second = (end - start) * cfg.batch_size / elapsed if end > start else 0.0
+    record_speed(run, began, end - start, cfg.batch_size)
     if end == steps:
         save_trained(run)
     return run

@@ -38,7 +38,7 @@ from facegen.viz import save_image_grid
 from facegen.vqgan import VQGAN, load_vqgan
 from facegen.vqgan_losses import (NLayerDiscriminator, adaptive_weight, generator_adversarial_loss, hinge_d_loss,
                                   make_perceptual_loss)
-from facegen.vqvae_training import batch_indices, cosine_with_warmup
+from facegen.vqvae_training import batch_indices, cosine_with_warmup, record_speed
 
 CHECKPOINT = "checkpoint.pt"
 MODEL_DIR = "model"  # config.json + model.safetensors, readable by facegen.vqgan.load_vqgan
@@ -179,9 +179,7 @@ def train_vqgan(profile: Profile | None = None, train_images: Tensor | None = No
                             validation=run.validation, code_counts=counts,
                             seconds=run.seconds + time.perf_counter() - began)
     bar.close()
-    elapsed = time.perf_counter() - began
-    run.seconds += elapsed
-    run.images_per_second = (end - start) * cfg.batch_size / elapsed if end > start else 0.0
+    record_speed(run, began, end - start, cfg.batch_size)
     if end == steps:
         save_trained(run)
     return run

@@ -65,6 +65,14 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def record_speed(run, began: float, steps_done: int, batch_size: int) -> None:
+    """At the end of a (possibly resumed) training call: add its wall time since `began` (a `time.perf_counter()`
+    value) to `run.seconds`, and set `run.images_per_second` from the `steps_done` steps of `batch_size` it ran."""
+    elapsed = time.perf_counter() - began
+    run.seconds += elapsed
+    run.images_per_second = steps_done * batch_size / elapsed if steps_done > 0 else 0.0
+
+
 @torch.no_grad()
 def evaluate(model: VQVAE, images: torch.Tensor, batch_size: int = 128) -> dict:
     """PSNR, SSIM (images in [-1, 1]) and codebook usage of `model` on uint8 images (N, 3, H, W)."""
@@ -152,9 +160,7 @@ def train_vqvae(profile: Profile | None = None, train_images: torch.Tensor | Non
                             history=run.history, validation=run.validation,
                             seconds=run.seconds + time.perf_counter() - began)
     bar.close()
-    elapsed = time.perf_counter() - began
-    run.seconds += elapsed
-    run.images_per_second = (end - start) * cfg.batch_size / elapsed if end > start else 0.0
+    record_speed(run, began, end - start, cfg.batch_size)
     if end == steps:
         save_trained(run)
     return run

@@ -7,7 +7,7 @@ from facegen import metrics
 from facegen.config import get_profile
 from facegen.data.transforms import from_uint8
 from facegen.vqvae import VQVAE
-from facegen.vqvae_training import batch_indices, cosine_with_warmup, evaluate, load_vqvae, train_vqvae
+from facegen.vqvae_training import batch_indices, cosine_with_warmup, evaluate, load_vqvae, record_speed, train_vqvae
 from helpers import square_images
 
 TINY = get_profile("ci").replace(vqvae={"codebook_size": 16, "embed_dim": 8, "hidden": 16, "n_res_blocks": 1,
@@ -91,3 +91,17 @@ def test_load_vqvae_rejects_weights_that_do_not_match_the_config(tmp_path):
     (tmp_path / "config.json").write_text('{"width": 3}')
     with pytest.raises(ValueError, match="config.json is not a VQ-VAE config"):
         load_vqvae(tmp_path)
+
+
+def test_record_speed_adds_the_calls_time_and_sets_images_per_second():
+    import time
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(seconds=10.0, images_per_second=None)
+    began = time.perf_counter() - 2.0  # a call that started two seconds ago
+    record_speed(run, began, steps_done=5, batch_size=8)
+    elapsed = run.seconds - 10.0
+    assert 2.0 <= elapsed < 3.0
+    assert run.images_per_second == pytest.approx(40 / elapsed)
+    record_speed(run, time.perf_counter(), steps_done=0, batch_size=8)  # resumed at the end: nothing ran
+    assert run.images_per_second == 0.0
