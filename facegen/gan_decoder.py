@@ -38,7 +38,7 @@ from facegen.checkpoint import atomic_folder, atomic_write_json, load_checkpoint
 from facegen.config import Profile, get_profile
 from facegen.data.transforms import from_uint8
 from facegen.viz import save_image_grid
-from facegen.vqgan_losses import NLayerDiscriminator, adaptive_weight, generator_adversarial_loss
+from facegen.vqgan_losses import NLayerDiscriminator, generator_loss
 from facegen.vqgan_training import discriminator_step, perceptual_loss_for
 from facegen.vqvae import VQVAE
 from facegen.vqvae_training import batch_indices, load_vqvae, record_speed
@@ -175,20 +175,12 @@ def _batch(images: Tensor, step: int, cfg) -> Tensor:
 def _generator_step(model: VQVAE, discriminator: nn.Module, perceptual: nn.Module, optimizer: torch.optim.Optimizer,
                     x: Tensor, gan_on: bool, last_layer: Tensor, cfg) -> dict:
     recon = model.decoder(quantized_latents(model, x))
-    l1 = (recon - x).abs().mean()
-    perceptual_loss = perceptual(recon, x).mean()
-    nll = l1 + cfg.perceptual_weight * perceptual_loss
-    if gan_on:
-        g_loss = generator_adversarial_loss(discriminator(recon))
-        weight = adaptive_weight(nll, g_loss, last_layer, cfg.disc_weight)
-    else:  # before disc_start: reconstruction terms only, no discriminator pass
-        g_loss, weight = torch.zeros(()), torch.zeros(())
-    loss = nll + weight * g_loss
+    terms = generator_loss(recon, x, perceptual, discriminator, last_layer, cfg.perceptual_weight, cfg.disc_weight,
+                           gan_on)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    terms["loss"].backward()
     optimizer.step()
-    return {"loss": loss.item(), "l1": l1.item(), "perceptual": perceptual_loss.item(), "g_loss": g_loss.item(),
-            "gan_weight": weight.item(), "reconstruction": recon.detach()}
+    return {**{name: value.item() for name, value in terms.items()}, "reconstruction": recon.detach()}
 
 
 @torch.no_grad()

@@ -110,6 +110,26 @@ def adaptive_weight(nll_loss: Tensor, g_loss: Tensor, last_layer: Tensor, disc_w
     return weight.clamp(0.0, max_weight).detach() * disc_weight
 
 
+def generator_loss(reconstructions: Tensor, targets: Tensor, perceptual: nn.Module, discriminator: nn.Module,
+                   last_layer: Tensor, perceptual_weight: float, disc_weight: float, gan_on: bool) -> dict[str, Tensor]:
+    """taming's generator objective, without the quantizer's own loss:
+
+        loss = L1 + perceptual_weight * perceptual + lambda * (-mean D(x_rec)),   lambda = `adaptive_weight`
+
+    Before `disc_start` (`gan_on` False) lambda and the GAN term are 0 and the discriminator is not run. Returns the
+    total and its parts as tensors: loss, l1, perceptual, g_loss, gan_weight."""
+    l1 = (reconstructions - targets).abs().mean()
+    perceptual_loss = perceptual(reconstructions, targets).mean()
+    nll = l1 + perceptual_weight * perceptual_loss
+    if gan_on:
+        g_loss = generator_adversarial_loss(discriminator(reconstructions))
+        weight = adaptive_weight(nll, g_loss, last_layer, disc_weight)
+    else:  # taming's disc_factor = 0 before disc_start: no GAN term, no discriminator pass
+        g_loss, weight = torch.zeros(()), torch.zeros(())
+    return {"loss": nll + weight * g_loss, "l1": l1, "perceptual": perceptual_loss, "g_loss": g_loss,
+            "gan_weight": weight}
+
+
 # ------------------------------------------------------------------------------------------------------ perceptual
 
 

@@ -36,8 +36,7 @@ from facegen.data.transforms import from_uint8
 from facegen.quantize import kmeans
 from facegen.viz import save_image_grid
 from facegen.vqgan import VQGAN, load_vqgan
-from facegen.vqgan_losses import (NLayerDiscriminator, adaptive_weight, generator_adversarial_loss, hinge_d_loss,
-                                  make_perceptual_loss)
+from facegen.vqgan_losses import NLayerDiscriminator, generator_loss, hinge_d_loss, make_perceptual_loss
 from facegen.vqvae_training import batch_indices, cosine_with_warmup, record_speed
 
 CHECKPOINT = "checkpoint.pt"
@@ -211,21 +210,15 @@ def _generator_step(model: VQGAN, discriminator: nn.Module, perceptual: nn.Modul
     latents = model.encode_latents(x)
     quantized, vq_loss, indices = model.quantize(latents)
     recon = model.decode_latents(quantized)
-    l1 = (recon - x).abs().mean()
-    perceptual_loss = perceptual(recon, x).mean()
-    nll = l1 + cfg.perceptual_weight * perceptual_loss
-    if gan_on:
-        g_loss = generator_adversarial_loss(discriminator(recon))
-        weight = adaptive_weight(nll, g_loss, model.last_layer, cfg.disc_weight)
-    else:  # taming's disc_factor = 0 before disc_start: no GAN term, no discriminator pass
-        g_loss, weight = torch.zeros(()), torch.zeros(())
-    loss = nll + weight * g_loss + vq_loss
+    terms = generator_loss(recon, x, perceptual, discriminator, model.last_layer, cfg.perceptual_weight,
+                           cfg.disc_weight, gan_on)
+    loss = terms["loss"] + vq_loss
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return {"loss": loss.item(), "l1": l1.item(), "perceptual": perceptual_loss.item(), "vq": vq_loss.item(),
-            "g_loss": g_loss.item(), "gan_weight": weight.item(), "reconstruction": recon.detach(),
-            "indices": indices, "latents": latents.detach()}
+    return {"loss": loss.item(), "l1": terms["l1"].item(), "perceptual": terms["perceptual"].item(),
+            "vq": vq_loss.item(), "g_loss": terms["g_loss"].item(), "gan_weight": terms["gan_weight"].item(),
+            "reconstruction": recon.detach(), "indices": indices, "latents": latents.detach()}
 
 
 def discriminator_step(discriminator: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, recon: Tensor) -> float:

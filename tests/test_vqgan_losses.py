@@ -12,6 +12,7 @@ from facegen.vqgan_losses import (
     NLayerDiscriminator,
     adaptive_weight,
     generator_adversarial_loss,
+    generator_loss,
     hinge_d_loss,
     lpips_available,
     make_perceptual_loss,
@@ -171,3 +172,21 @@ def test_gan_gradient_reaches_the_vqgan_last_layer():
     nll = F.l1_loss(recon, x)
     weight = adaptive_weight(nll, generator_adversarial_loss(d(recon)), model.last_layer)
     assert 0 < weight.item() < 1e4
+
+
+def test_generator_loss_by_hand_before_and_after_disc_start():
+    last_layer = torch.tensor([0.5, -1.0], requires_grad=True)
+    targets = torch.zeros(1, 1, 1, 2)
+    recon_shifted = (last_layer * torch.tensor([2.0, 1.0])).reshape(1, 1, 1, 2) + 0.25  # [1.25, -0.75]
+    perceptual = lambda rec, ref: (rec - ref).pow(2).sum(dim=(1, 2, 3))  # noqa: E731  1.5625 + 0.5625 = 2.125
+    discriminator = lambda images: images.sum().reshape(1, 1)  # noqa: E731  one logit, 0.5 here
+    off = generator_loss(recon_shifted, targets, perceptual, discriminator, last_layer, 0.1, 0.8, gan_on=False)
+    assert off["l1"].item() == pytest.approx(1.0) and off["perceptual"].item() == pytest.approx(2.125)
+    assert off["g_loss"].item() == 0.0 and off["gan_weight"].item() == 0.0
+    assert off["loss"].item() == pytest.approx(1.0 + 0.1 * 2.125)
+    on = generator_loss(recon_shifted, targets, perceptual, discriminator, last_layer, 0.1, 0.8, gan_on=True)
+    nll = (recon_shifted - targets).abs().mean() + 0.1 * perceptual(recon_shifted, targets).mean()
+    weight = adaptive_weight(nll, -discriminator(recon_shifted).mean(), last_layer, 0.8)
+    assert on["g_loss"].item() == pytest.approx(-0.5)
+    assert on["gan_weight"].item() == pytest.approx(weight.item()) and on["gan_weight"].item() > 0
+    assert on["loss"].item() == pytest.approx(off["loss"].item() + weight.item() * -0.5)
