@@ -261,7 +261,7 @@ def train_classifier(profile: Profile | None = None, train: tuple[torch.Tensor, 
 
 
 def _load_split(profile: Profile, split: str, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    from facegen.pipeline import load_images
+    from facegen.data.images import load_images
 
     return load_images(profile, split, attributes=True, progress=progress)
 

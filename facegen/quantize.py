@@ -53,6 +53,11 @@ class CodebookUsage:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def full_precision(x: Tensor) -> Tensor:
+    """`x` as fp32 when it is a half-precision float (bf16/fp16, as autocast makes them); other dtypes unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def nearest_codes(flat: Tensor, codebook: Tensor, chunk: int = 4096) -> Tensor:
     """Index of the nearest code (squared Euclidean distance) for each row of `flat` (N, D); codebook is (K, D).
 
@@ -198,6 +203,12 @@ class VectorQuantizer(nn.Module):
     # --- the forward pass -----------------------------------------------------------------------------------------
 
     def forward(self, z: Tensor) -> QuantizerOutput:
+        # Nearest-code distances, the losses and the EMA statistics are numerically delicate: under mixed precision
+        # (bf16/fp16 autocast on a GPU) they still run in fp32, as does everything downstream of the codebook.
+        with torch.autocast(z.device.type, enabled=False):
+            return self._quantize(full_precision(z))
+
+    def _quantize(self, z: Tensor) -> QuantizerOutput:
         flat = self._flatten(z)
         if self.training and not bool(self.initialized):
             self.init_from_kmeans(flat)
@@ -240,7 +251,8 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def encode(self, z: Tensor) -> Tensor:
         """Tokens of z: (B, D, H, W) -> (B, H, W) long, or (N, D) -> (N,). Never changes the codebook."""
-        indices = nearest_codes(self._flatten(z), self.codebook)
+        with torch.autocast(z.device.type, enabled=False):
+            indices = nearest_codes(self._flatten(full_precision(z)), self.codebook)
         return indices.reshape((z.shape[0], z.shape[2], z.shape[3]) if z.ndim == 4 else (z.shape[0],))
 
     def decode(self, indices: Tensor) -> Tensor:

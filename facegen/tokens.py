@@ -281,9 +281,10 @@ class Vocabulary:
             raise ValueError(f"drop_attributes: expected a batch of sequences (B, {self.length}), "
                              f"got {tuple(ids.shape)}")
         batch, n = len(ids), self.n_attributes
+        # Drawn on the CPU (where the seeded generator lives, so a batch is the same on any device), then moved.
         drop_all = torch.rand(batch, 1, generator=generator) < p_all
-        drop = drop_all | (torch.rand(batch, n, generator=generator) < p_one)
-        unspecified = self.first_attribute_id + len(VALUES) * torch.arange(n) + VALUES.index(UNSPECIFIED)
+        drop = (drop_all | (torch.rand(batch, n, generator=generator) < p_one)).to(ids.device)
+        unspecified = (self.first_attribute_id + len(VALUES) * torch.arange(n) + VALUES.index(UNSPECIFIED)).to(ids.device)
         out = ids.clone()
         span = slice(self.attribute_start, self.attribute_start + n)
         out[:, span] = torch.where(drop, unspecified.expand(batch, n).to(ids.dtype), ids[:, span])
@@ -302,7 +303,7 @@ class Vocabulary:
     def labels(self, ids: torch.Tensor) -> torch.Tensor:
         """Labels for a Hugging Face causal LM: the ids where `loss_mask` is True, -100 elsewhere (the model shifts
         them itself: the logits at position t-1 are scored against label t)."""
-        mask = self.loss_mask(ids.shape[-1])
+        mask = self.loss_mask(ids.shape[-1]).to(ids.device)
         return torch.where(mask, ids, torch.full_like(ids, IGNORE_INDEX))
 
 

@@ -121,7 +121,7 @@ def train_vqgan(profile: Profile | None = None, train_images: Tensor | None = No
     steps = steps or cfg.steps
     folder = Path(folder or vqgan_folder(profile))
     if train_images is None or val_images is None:
-        from facegen.pipeline import load_images
+        from facegen.data.images import load_images
 
         train_images = load_images(profile, "train") if train_images is None else train_images
         val_images = load_images(profile, "valid") if val_images is None else val_images

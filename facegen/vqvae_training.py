@@ -113,7 +113,7 @@ def train_vqvae(profile: Profile | None = None, train_images: torch.Tensor | Non
     folder = Path(folder or vqvae_folder(profile))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if train_images is None or val_images is None:
-        from facegen.pipeline import load_images
+        from facegen.data.images import load_images
 
         train_images = load_images(profile, "train") if train_images is None else train_images
         val_images = load_images(profile, "valid") if val_images is None else val_images
