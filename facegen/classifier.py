@@ -19,28 +19,26 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
-from tqdm.auto import tqdm
 
 from facegen import metrics
 from facegen.attributes import CELEBA_ATTRIBUTES, CONDITIONING_ATTRIBUTES, attribute_index
-from facegen.checkpoint import atomic_write_json, load_checkpoint, load_model_folder, save_checkpoint
+from facegen.checkpoint import atomic_write_json, load_model_folder
 from facegen.config import Profile, get_profile
 from facegen.data.transforms import from_uint8
-from facegen.vqvae_training import batch_indices, cosine_with_warmup, record_speed
+from facegen.train.engine import Engine, cpu_copy
+from facegen.train.schedule import batch_indices, cosine_with_warmup, step_generator, warmup_steps
 
-CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
 HISTORY = "history.json"
 MAX_SHIFT = 4  # augmentation: random translations of up to this many pixels (no flips: see `random_shift`)
-CHECKPOINTS_PER_RUN = 4  # validate and checkpoint this many times per run (and at `stop_after`)
+VALIDATIONS_PER_RUN = 4  # validate and checkpoint this many times per run (and checkpoint at `stop_after`)
 WEIGHT_DECAY = 0.01
 POSITIVE_WEIGHT_POWER = 0.5  # see `positive_weights`
 
@@ -204,7 +202,7 @@ def train_classifier(profile: Profile | None = None, train: tuple[torch.Tensor, 
     `folder` (default `artifacts/<profile>/classifier`) with metrics.json."""
     profile = profile or get_profile()
     cfg = profile.classifier
-    steps = steps or cfg.steps
+    steps = cfg.steps if steps is None else steps
     folder = Path(folder or classifier_folder(profile))
     train_images, train_attributes = train if train is not None else _load_split(profile, "train", progress)
     valid_images, valid_attributes = valid if valid is not None else _load_split(profile, "valid", progress)
@@ -217,47 +215,39 @@ def train_classifier(profile: Profile | None = None, train: tuple[torch.Tensor, 
     # channels_last lets the CPU's oneDNN convolutions skip layout conversions (~1.5x faster training here).
     model = AttributeClassifier.from_profile(profile).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=WEIGHT_DECAY)
-    scheduler = cosine_with_warmup(optimizer, warmup=min(50, steps // 10 + 1), total=steps)
-    run = ClassifierRun(model=model, folder=folder)
-    start = 0
-    checkpoint = folder / CHECKPOINT
-    if resume and checkpoint.is_file():
-        state = load_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler)
-        start, run.history, run.validation = state["step"], state["history"], state["validation"]
-        run.seconds, run.metrics = state["seconds"], state["metrics"]
-
-    end = min(steps, stop_after) if stop_after is not None else steps
-    validate_every = max(steps // CHECKPOINTS_PER_RUN, 1)
-    model.train()
-    began = time.perf_counter()
-    bar = tqdm(range(start, end), initial=start, total=steps, desc="classifier", disable=not progress)
-    for step in bar:
-        index = batch_indices(step, len(train_images), cfg.batch_size, cfg.seed)
-        augment = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # the shifts, recomputable per step
-        x = random_shift(from_uint8(train_images[index]), MAX_SHIFT, augment).contiguous(
-            memory_format=torch.channels_last)
-        loss = F.binary_cross_entropy_with_logits(model(x), train_targets[index], pos_weight=pos_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        run.history.append({"step": step + 1, "loss": loss.item(), "lr": scheduler.get_last_lr()[0]})
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        done = step + 1
-        if done % validate_every == 0 or done == end:
-            run.metrics = {"step": done, **evaluate_classifier(model, valid_images, valid_attributes)}
-            model.train()
-            run.validation.append({"step": done, "loss": run.metrics["loss"],
-                                   "mean_accuracy": run.metrics["mean_accuracy"]})
-            bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{run.metrics['mean_accuracy']:.3f}")
-            save_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, step=done,
-                            history=run.history, validation=run.validation, metrics=run.metrics,
-                            seconds=run.seconds + time.perf_counter() - began)
-    bar.close()
-    record_speed(run, began, end - start, cfg.batch_size)
-    if end == steps and (end > start or not (folder / "model.safetensors").is_file()):
-        save_trained(run)
+    settings = {**asdict(cfg), "n_train": len(train_images)}
+    with Engine("classifier", folder, steps, settings=settings, val_every=max(steps // VALIDATIONS_PER_RUN, 1),
+                items_per_step=cfg.batch_size, stop_after=stop_after, resume=resume, progress=progress) as engine:
+        scheduler = cosine_with_warmup(optimizer, warmup=warmup_steps(engine.total, 50), total=engine.total)
+        model, optimizer, scheduler = engine.prepare(model=model, optimizer=optimizer, scheduler=scheduler)
+        train_targets, pos_weight = train_targets.to(engine.device), pos_weight.to(engine.device)
+        model.train()
+        for step in engine.steps():
+            index = batch_indices(step, len(train_images), cfg.batch_size, cfg.seed)
+            x = from_uint8(train_images[index].to(engine.device, non_blocking=True))
+            x = random_shift(x, MAX_SHIFT, step_generator(cfg.seed, step)).contiguous(memory_format=torch.channels_last)
+            with engine.autocast():
+                loss = classifier_loss(model, x, train_targets[index.to(engine.device)], pos_weight)
+            engine.optimize(loss, optimizer, scheduler)
+            engine.log(loss=loss, lr=scheduler.get_last_lr()[0])
+            if engine.validating:
+                engine.extra["metrics"] = {"step": engine.done,
+                                           **evaluate_classifier(engine.unwrap(model), valid_images, valid_attributes)}
+                model.train()
+                engine.validation.append({"step": engine.done, "loss": engine.extra["metrics"]["loss"],
+                                          "mean_accuracy": engine.extra["metrics"]["mean_accuracy"]})
+        run = ClassifierRun(model=engine.unwrap(model), folder=folder, history=engine.history,
+                            validation=engine.validation, metrics=engine.extra.get("metrics", {}),
+                            seconds=engine.seconds, images_per_second=engine.items_per_second)
+        if engine.finished and engine.is_main and (engine.done > engine.start
+                                                   or not (folder / "model.safetensors").is_file()):
+            save_trained(run)
     return run
+
+
+def classifier_loss(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of each attribute, positives weighted by `pos_weight`; in fp32 under autocast."""
+    return F.binary_cross_entropy_with_logits(model(x).float(), targets, pos_weight=pos_weight)
 
 
 def _load_split(profile: Profile, split: str, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -283,7 +273,7 @@ def save_trained(run: ClassifierRun) -> Path:
     # save_pretrained writes in place; write to a temporary folder and move the files, weights last, so that a
     # present model.safetensors always means a complete model.
     with tempfile.TemporaryDirectory(dir=folder, prefix=".save-") as tmp:
-        run.model.save_pretrained(tmp)
+        cpu_copy(run.model).save_pretrained(tmp)
         for name in ("config.json", "model.safetensors"):
             os.replace(Path(tmp) / name, folder / name)
     return folder

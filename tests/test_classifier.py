@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from facegen import metrics, pipeline
+from facegen.data import images as images_module
 from facegen.attributes import CONDITIONING_ATTRIBUTES, attribute_index
 from facegen.classifier import (AttributeClassifier, balanced_accuracy, evaluate_classifier, load_classifier,
                                 positive_weights, random_shift, targets_from_celeba, train_classifier)
@@ -172,7 +173,7 @@ def test_load_classifier_names_what_is_wrong(tmp_path):
 def test_ensure_classifier_trains_once_then_loads(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FACEGEN_ARTIFACTS", str(tmp_path))
     data = {"train": bright_top_task(16), "valid": bright_top_task(8, seed=1)}
-    monkeypatch.setattr(pipeline, "load_images", lambda profile, split, attributes, progress: data[split])
+    monkeypatch.setattr(images_module, "load_images", lambda profile, split, attributes, progress: data[split])
     model = pipeline.ensure_classifier(TINY, progress=False)
     assert "training the 'ci' attribute classifier" in capsys.readouterr().out
     assert model.width == TINY.classifier.width and not model.training
@@ -188,7 +189,7 @@ def test_ensure_classifier_trains_once_then_loads(tmp_path, monkeypatch, capsys)
 def test_ensure_judge_classifier_is_another_seed_in_its_own_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FACEGEN_ARTIFACTS", str(tmp_path))
     data = {"train": bright_top_task(16), "valid": bright_top_task(8, seed=1)}
-    monkeypatch.setattr(pipeline, "load_images", lambda profile, split, attributes, progress: data[split])
+    monkeypatch.setattr(images_module, "load_images", lambda profile, split, attributes, progress: data[split])
     first = pipeline.ensure_classifier(TINY, progress=False)
     judge = pipeline.ensure_judge_classifier(TINY, progress=False)
     assert "training the 'ci' judge classifier" in capsys.readouterr().out
