@@ -8,14 +8,15 @@ Hugging Face shifts the labels itself, so the logits at position t-1 are scored 
 `bits_per_image` = 256 * loss / ln 2: that per-token mean (END included, which costs next to nothing once learnt)
 times the 256 image tokens, i.e. how many bits the model needs to write down one face.
 
-Training (`train_gpt`) in one `accelerate.Accelerator`, so the same code runs on a CPU, a GPU with mixed precision,
-or several GPUs under `accelerate launch -m facegen.cli train-gpt`:
+Training (`train_gpt`) runs on the course's engine (facegen/train/engine.py, on `accelerate`), so the same code runs on
+a CPU, a GPU with mixed precision, or several GPUs under `accelerate launch -m facegen.cli train-gpt`:
 - mixed precision "auto": bf16 on CUDA (fp16 with a loss scaler where bf16 is missing), none on CPU;
 - gradient accumulation with `accelerator.accumulate`, AdamW (fused where torch supports it), weight decay on
   matrices only, cosine schedule with warm-up, gradient clipping at 1.0;
 - classifier-free guidance training: each batch has attributes replaced by `?` at random (`drop_attributes`);
 - batches and their attribute dropout are a pure function of (seed, step), so a checkpoint (model, optimizer,
-  scheduler, step, history, RNG states; every `val_every` steps) resumes exactly where the run stopped.
+  scheduler, step, history, RNG states, settings; every `val_every` steps) resumes exactly where the run stopped;
+- losses stay on the device between progress updates (no host sync per step), attention is PyTorch's SDPA kernel.
 
     artifacts/<profile>/gpt/
         checkpoint.pt       the training state (resume)
@@ -29,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -41,19 +41,18 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from facegen.checkpoint import atomic_folder, atomic_write_json, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from facegen.checkpoint import atomic_folder, atomic_write_json
 from facegen.config import GPTConfig, Profile, get_profile
 from facegen.tokens import Vocabulary, build_hf_tokenizer, vocabulary_from_tokenizer
-from facegen.vqvae_training import batch_indices, cosine_with_warmup
+from facegen.train.engine import Engine
+from facegen.train.schedule import batch_indices, cosine_with_warmup, step_generator, warmup_steps
 
 GPT_DIR = "gpt"
 MODEL_DIR = "model"
-CHECKPOINT = "checkpoint.pt"
 HISTORY_FILE = "history.json"
 METADATA_FILE = "facegen.json"
 METADATA_FORMAT = 1
 GRAD_CLIP = 1.0
-MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
 LOSS_DEFINITION = ("val_loss: mean cross-entropy in nats over the 256 image tokens + <END_GENERATION> of every "
                    "validation sequence (257 predictions each); bits_per_image = 256 * val_loss / ln 2")
 
@@ -143,21 +142,6 @@ def training_flops_per_token(config: GPT2Config) -> int:
     return 6 * matmul_weights + 12 * config.n_layer * config.n_positions * config.n_embd
 
 
-def resolve_mixed_precision(setting: str, cuda: bool | None = None) -> str:
-    """accelerate's mixed_precision for a profile setting: "auto" is bf16 on CUDA (fp16 on GPUs without bf16, where
-    accelerate adds the loss scaler), and "no" on CPU: most CPUs emulate bf16 (~100x slower than fp32 on the
-    AMD machines the course was first tested on; CPUs with AMX run it natively), fp32 gives the same numbers on
-    every CPU, and fp16 is not supported there. "no", "fp16", "bf16" are used as given."""
-    if setting not in MIXED_PRECISION_CHOICES:
-        raise ValueError(f"gpt.mixed_precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}; got {setting!r}")
-    if setting != "auto":
-        return setting
-    cuda = torch.cuda.is_available() if cuda is None else cuda
-    if not cuda:
-        return "no"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW with weight decay on the matrices only (linear layers, embeddings), not on biases and LayerNorm gains,
     which set scales and offsets rather than store patterns. Fused (one kernel for all parameters) where torch
@@ -209,8 +193,7 @@ def training_batch(ids: torch.Tensor, step: int, micro: int, cfg: GPTConfig, voc
     dropout are seeded from the seed and a global micro-batch counter), so a resumed run sees the same batches."""
     counter = (step * cfg.grad_accum + micro) * processes + rank
     rows = batch_indices(counter, len(ids), cfg.batch_size, cfg.seed)
-    generator = torch.Generator().manual_seed((cfg.seed << 32) + counter)  # distinct per (seed, counter)
-    return vocab.drop_attributes(ids[rows].long(), cfg.p_drop_all, cfg.p_drop_one, generator)
+    return vocab.drop_attributes(ids[rows].long(), cfg.p_drop_all, cfg.p_drop_one, step_generator(cfg.seed, counter))
 
 
 # -------------------------------------------------------------------------------------------------------- loss
@@ -310,12 +293,9 @@ class GPTRun:
     is_main_process: bool = True
 
 
-def _run_key(profile: Profile, vocab: Vocabulary, steps: int, vqvae: str | None) -> dict:
+def _run_settings(profile: Profile, vocab: Vocabulary, vqvae: str | None) -> dict:
     """What a checkpoint must match to be resumed: the same settings, vocabulary, length and VQ-VAE."""
-    return {"gpt": asdict(profile.gpt), "vocabulary": _vocab_dict(vocab), "steps": steps, "vqvae": vqvae}
-
-
-_KEY_NAMES = {"gpt": "GPT configuration", "vocabulary": "vocabulary", "steps": "step count", "vqvae": "VQ-VAE"}
+    return {"gpt": asdict(profile.gpt), "vocabulary": _vocab_dict(vocab), "vqvae": vqvae}
 
 
 def _vocab_dict(vocab: Vocabulary) -> dict:
@@ -329,118 +309,74 @@ def _current_vqvae_fingerprint(profile: Profile) -> str | None:
     return info.vqvae if info is not None else None
 
 
-def _resume(path: Path, key: dict, **objects) -> dict | None:
-    """The saved state of a checkpoint made with the same `key` (objects and RNG restored), else None (RNG
-    untouched) after one line saying why it is not used."""
-    fresh = rng_state()
-    state = load_checkpoint(path)
-    if state.get("key") != key:
-        set_rng_state(fresh)
-        saved = state.get("key") or {}
-        changed = [_KEY_NAMES[name] for name in key if saved.get(name) != key[name]]
-        print(f"[facegen] starting the GPT over: {path} was made with another {' and '.join(changed)}", flush=True)
-        return None
-    for name, obj in objects.items():
-        if obj is not None and name in state:
-            obj.load_state_dict(state[name])
-    return state
+def _saved_token_splits(profile: Profile):
+    """The profile's token shards as written by `facegen tokenize` (facegen.pipeline.ensure_tokens builds them)."""
+    from facegen.tokenize_dataset import load_token_splits
+
+    return load_token_splits(profile)
 
 
 def train_gpt(profile: Profile | None = None, splits=None, folder: Path | None = None, steps: int | None = None,
               stop_after: int | None = None, resume: bool = True, progress: bool = True,
               vocab: Vocabulary | None = None, vqvae_fingerprint: str | None = None,
               val_sequences: int | None = None) -> GPTRun:
-    """Train (or resume) the profile's GPT on a tokenized DatasetDict (`splits`, default `ensure_tokens(profile)`),
-    then save model, tokenizer and facegen.json into `folder`/model (default artifacts/<profile>/gpt).
+    """Train (or resume) the profile's GPT on a tokenized DatasetDict (`splits`, default: the profile's saved token
+    shards), then save model, tokenizer and facegen.json into `folder`/model (default artifacts/<profile>/gpt).
 
     `steps` overrides `total_steps(profile.gpt, ...)`; `stop_after` ends the run at that step with a checkpoint, as
-    an interruption would. `vocab` defaults to the profile's; `vqvae_fingerprint` (recorded in facegen.json and the
-    checkpoint) to that of the VQ-VAE in the profile's token folder. `val_sequences` limits validation to the first
-    that many valid sequences (the same ones every time; default: all), to keep validation cheap on a CPU."""
+    an interruption would; `resume=False` starts over. `vocab` defaults to the profile's; `vqvae_fingerprint`
+    (recorded in facegen.json and the checkpoint) to that of the VQ-VAE in the profile's token folder.
+    `val_sequences` limits validation to the first that many valid sequences (the same ones every time; default:
+    all), to keep validation cheap on a CPU. Runs on the profile's device in its mixed precision (bf16 on CUDA),
+    and on several GPUs under `accelerate launch`."""
     profile = profile or get_profile()
     cfg = profile.gpt
     vocab = vocab or Vocabulary.for_profile(profile)
     folder = Path(folder or gpt_folder(profile))
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
-                              gradient_accumulation_steps=cfg.grad_accum,
-                              step_scheduler_with_optimizer=False)  # we step it once per optimizer step ourselves
-    main = accelerator.is_main_process
-    if splits is None:
-        from facegen.pipeline import ensure_tokens
-
-        with accelerator.main_process_first():  # the main process builds missing tokens; the others then read them
-            splits = ensure_tokens(profile, progress=progress and main)
+    splits = _saved_token_splits(profile) if splits is None else splits
     vqvae_fingerprint = vqvae_fingerprint or _current_vqvae_fingerprint(profile)
     for name in ("train", "valid"):
         if name not in splits:
             raise ValueError(f"train_gpt: splits must hold 'train' and 'valid'; got {', '.join(splits) or 'none'}")
     train_ids = encode_split(splits["train"], vocab, "train")
     val_ids = encode_split(splits["valid"], vocab, "valid")[:val_sequences]
-    steps = steps or total_steps(cfg, len(train_ids), accelerator.num_processes)
 
     torch.manual_seed(cfg.seed)
     model = build_gpt(profile, vocab)
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
-    scheduler = cosine_with_warmup(optimizer, warmup=min(cfg.warmup_steps, steps), total=steps)
-    run = GPTRun(model=model, vocab=vocab, folder=folder, steps=steps, is_main_process=main)
-    key = _run_key(profile, vocab, steps, vqvae_fingerprint)
-    checkpoint, start = folder / CHECKPOINT, 0
-    if resume and checkpoint.is_file():
-        state = _resume(checkpoint, key, model=model, optimizer=optimizer, scheduler=scheduler,
-                        scaler=accelerator.scaler)
-        if state is not None:
-            start, run.history, run.validation, run.seconds = (state["step"], state["history"], state["validation"],
-                                                               state["seconds"])
-    model, optimizer = accelerator.prepare(model, optimizer)
-
-    end = min(steps, stop_after) if stop_after is not None else steps
-    tokens_per_step = cfg.batch_size * cfg.grad_accum * vocab.length * accelerator.num_processes
-    model.train()
-    began = time.perf_counter()
-    bar = tqdm(range(start, end), initial=start, total=steps, desc="GPT", unit="step", disable=not (progress and main))
-    for step in bar:
-        tick = time.perf_counter()
-        micro_batches = [training_batch(train_ids, step, micro, cfg, vocab, accelerator.process_index,
-                                        accelerator.num_processes) for micro in range(cfg.grad_accum)]
-        loss = accumulate_gradients(accelerator, model, micro_batches, vocab).item()
-        accelerator.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: the scaler skipped this update
-            scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        speed = tokens_per_step / (time.perf_counter() - tick)
-        run.history.append({"step": step + 1, "loss": loss, "lr": lr, "tokens_per_second": speed})
-        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed:,.0f}")
-        done = step + 1
-        if done % cfg.val_every == 0 or done == steps:
-            val = validation_loss(model, val_ids, vocab, cfg.batch_size, accelerator)
-            run.validation.append({"step": done, "val_loss": val, "bits_per_image": bits_per_image(val, vocab)})
-            if progress and main:
-                bar.write(f"step {done}: validation loss {val:.4f} nats per image token "
-                          f"({bits_per_image(val, vocab):,.0f} bits per image)")
-        if done % cfg.val_every == 0 or done == end:
-            _save_checkpoint(accelerator, checkpoint, model, optimizer, scheduler, run, done, key,
-                             run.seconds + time.perf_counter() - began)
-    bar.close()
-    elapsed = time.perf_counter() - began
-    run.seconds += elapsed
-    run.tokens_per_second = (end - start) * tokens_per_step / elapsed if end > start else 0.0
-    run.model = accelerator.unwrap_model(model)
-    if end == steps and main:
-        save_trained(run, profile, vqvae_fingerprint)
-    accelerator.wait_for_everyone()
+    sequences_per_step = cfg.batch_size * cfg.grad_accum
+    with Engine("GPT", folder, total_steps(cfg, len(train_ids)) if steps is None else steps,
+                settings=_run_settings(profile, vocab, vqvae_fingerprint), val_every=cfg.val_every,
+                items_per_step=sequences_per_step * vocab.length, unit="token", mixed_precision=cfg.mixed_precision,
+                grad_accum=cfg.grad_accum, stop_after=stop_after, resume=resume, progress=progress) as engine:
+        accelerator, processes = engine.accelerator, engine.accelerator.num_processes
+        if steps is None and processes > 1:  # an epoch is shared by the processes: fewer steps each
+            raise ValueError("train_gpt: pass `steps` explicitly when launched on several processes")
+        scheduler = cosine_with_warmup(optimizer, warmup=warmup_steps(engine.total, cfg.warmup_steps),
+                                       total=engine.total)
+        model, optimizer, scheduler = engine.prepare(model=model, optimizer=optimizer, scheduler=scheduler)
+        model.train()
+        for step in engine.steps():
+            micro_batches = [training_batch(train_ids, step, micro, cfg, vocab, accelerator.process_index, processes)
+                             for micro in range(cfg.grad_accum)]
+            lr = optimizer.param_groups[0]["lr"]
+            loss = accumulate_gradients(accelerator, model, micro_batches, vocab)
+            engine.update(optimizer, scheduler, clip_norm=GRAD_CLIP, parameters=model.parameters())
+            engine.log(loss=loss, lr=lr)
+            if engine.validating:
+                val = validation_loss(model, val_ids, vocab, cfg.batch_size, accelerator)
+                engine.validation.append({"step": engine.done, "val_loss": val,
+                                          "bits_per_image": bits_per_image(val, vocab)})
+                if progress and engine.is_main:
+                    tqdm.write(f"step {engine.done}: validation loss {val:.4f} nats per image token "
+                               f"({bits_per_image(val, vocab):,.0f} bits per image)")
+        run = GPTRun(model=engine.unwrap(model), vocab=vocab, folder=folder, steps=engine.total,
+                     history=engine.history, validation=engine.validation, seconds=engine.seconds,
+                     tokens_per_second=engine.items_per_second * processes, is_main_process=engine.is_main)
+        if engine.finished and engine.is_main:
+            save_trained(run, profile, vqvae_fingerprint)
+        accelerator.wait_for_everyone()
     return run
-
-
-def _save_checkpoint(accelerator: Accelerator, path: Path, model, optimizer, scheduler, run: GPTRun, step: int,
-                     key: dict, seconds: float) -> None:
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:  # one writer; the RNG states saved are the main process's
-        extra = {"scaler": accelerator.scaler} if accelerator.scaler is not None else {}
-        save_checkpoint(path, model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler,
-                        step=step, history=run.history, validation=run.validation, seconds=seconds, key=key, **extra)
-    accelerator.wait_for_everyone()
 
 
 # ------------------------------------------------------------------------------------------------ save and load
@@ -498,30 +434,66 @@ REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", METADATA
 
 
 def load_gpt(folder: Path, device: str = "cpu") -> LoadedGPT:
-    """(model in eval mode, tokenizer, vocab, metadata) from a saved GPT: the model/ folder or its parent."""
+    """(model in eval mode, tokenizer, vocab, metadata) from a saved GPT: the model/ folder or its parent.
+    Any problem with a file (missing, truncated, not what it should be) is one error naming it."""
     folder = Path(folder)
-    if (folder / MODEL_DIR / METADATA_FILE).is_file():
+    if (folder / MODEL_DIR / METADATA_FILE).is_file() or (folder / MODEL_DIR).is_dir():
         folder = folder / MODEL_DIR
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} is not a trained facegen GPT: missing {', '.join(missing)} "
                                 "(train one with `facegen train-gpt`)")
+    metadata = _read_json_object(folder / METADATA_FILE, "the GPT's facegen metadata")
+    config = _read_json_object(folder / "config.json", "a GPT-2 config (save_pretrained)")
     try:
-        metadata = json.loads((folder / METADATA_FILE).read_text())
-    except ValueError as error:
-        raise ValueError(f"{folder / METADATA_FILE} is not readable JSON ({error})") from error
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
-    vocab = vocabulary_from_tokenizer(tokenizer)
-    with _quiet_transformers():
-        model, info = GPT2LMHeadModel.from_pretrained(str(folder), output_loading_info=True)
+        config = GPT2Config.from_dict(config)
+    except Exception as error:  # noqa: BLE001 - any failure is the file's
+        raise ValueError(f"{folder / 'config.json'} is not a GPT-2 config ({error})") from None
+    try:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
+        vocab = vocabulary_from_tokenizer(tokenizer)
+    except Exception as error:  # noqa: BLE001
+        raise ValueError(f"{folder / 'tokenizer.json'} is not a facegen tokenizer ({type(error).__name__}: "
+                         f"{error})") from None
+    weights = folder / "model.safetensors"
+    _check_safetensors(weights)
+    try:
+        with _quiet_transformers():
+            model, info = GPT2LMHeadModel.from_pretrained(str(folder), config=config, output_loading_info=True)
+    except Exception as error:  # noqa: BLE001
+        raise ValueError(f"{weights} cannot be loaded as the GPT-2 that config.json describes "
+                         f"({type(error).__name__}: {error})") from None
     problems = {kind: keys for kind, keys in info.items() if keys and kind != "error_msgs"}
     if problems:
-        raise ValueError(f"{folder / 'model.safetensors'} does not match config.json: {problems}")
+        raise ValueError(f"{weights} does not match config.json: {problems}")
     if model.config.vocab_size != vocab.size or model.config.n_positions < vocab.length:
         raise ValueError(f"{folder}: the model (vocab_size {model.config.vocab_size}, n_positions "
                          f"{model.config.n_positions}) does not fit its tokenizer ({vocab.size} tokens, sequences of "
                          f"{vocab.length})")
     return LoadedGPT(_name_the_loss(model).to(device).eval(), tokenizer, vocab, metadata)
+
+
+def _read_json_object(path: Path, what: str) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+        raise ValueError(f"{path} is not readable JSON ({error}); expected {what}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a JSON {type(value).__name__}; expected {what} (an object)")
+    return value
+
+
+def _check_safetensors(path: Path) -> None:
+    """Open the file's header and every tensor's byte range: a truncated or foreign file fails here, named."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                f.get_slice(key)
+    except Exception as error:  # noqa: BLE001 - SafetensorError, OSError, ...
+        raise ValueError(f"{path} is not a readable safetensors file ({error}); expected the saved weights "
+                         "(truncated or overwritten?)") from None
 
 
 def check_gpt_matches_vqvae(metadata: dict, vqvae_fingerprint: str) -> None:
@@ -533,7 +505,8 @@ def check_gpt_matches_vqvae(metadata: dict, vqvae_fingerprint: str) -> None:
         trained = f"VQ-VAE {saved[:12]}" if saved else "a VQ-VAE it did not record"
         raise ValueError(f"this GPT (profile {metadata.get('profile')!r}) was trained on tokens of {trained}, not of "
                          f"the current VQ-VAE {str(vqvae_fingerprint)[:12]}: retrain it (`facegen train-gpt "
-                         f"--restart`) or use the VQ-VAE it was trained with")
+                         f"--restart --profile {metadata.get('profile') or '<profile>'}`) or use the VQ-VAE it was "
+                         "trained with")
 
 
 def gpt_stale_reason(folder: Path, vqvae_fingerprint: str | None) -> str | None:

@@ -250,6 +250,18 @@ def tokenize_dataset(profile: Profile | None = None, vqvae: VQVAE | None = None,
         return datasets.load_from_disk(str(out_dir))  # memory-mapped from the final folder, not the temporary one
 
 
+def load_token_splits(profile: Profile | None = None, folder: Path | None = None) -> datasets.DatasetDict:
+    """The token shards saved by `tokenize_dataset` (default: the profile's), without encoding anything: a missing
+    folder is one clear error saying how to make it."""
+    profile = profile or get_profile()
+    folder = Path(folder or tokens_folder(profile))
+    if read_token_info(folder) is None:
+        raise FileNotFoundError(f"no token shards in {folder}: make them with `facegen tokenize --profile "
+                                f"{profile.name}` (or facegen.pipeline.ensure_tokens)")
+    with _quiet_datasets():
+        return datasets.load_from_disk(str(folder))
+
+
 def _encode_splits(profile: Profile, vqvae: VQVAE, fingerprints: dict, progress: bool,
                    batch_size: int) -> tuple[datasets.DatasetDict, TokenInfo]:
     began = time.perf_counter()

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from facegen import gpt
+from facegen.train.engine import SettingsChanged, resolve_mixed_precision
 from facegen.config import get_profile
 from facegen.tokenize_dataset import FINGERPRINT_FILE, TokenInfo, split_table, tokens_folder
 from facegen.tokens import Vocabulary
@@ -127,10 +128,10 @@ def test_training_flops_per_token_by_hand_for_the_cpu_profile():
 
 
 def test_mixed_precision_is_bf16_on_cuda_and_off_on_cpu():
-    assert gpt.resolve_mixed_precision("auto", cuda=False) == "no"
-    assert gpt.resolve_mixed_precision("fp16", cuda=False) == "fp16"  # explicit settings are kept
+    assert resolve_mixed_precision("auto", cuda=False) == "no"
+    assert resolve_mixed_precision("fp16", cuda=False) == "fp16"  # explicit settings are kept
     with pytest.raises(ValueError, match="mixed_precision must be one of"):
-        gpt.resolve_mixed_precision("fp8")
+        resolve_mixed_precision("fp8")
 
 
 def test_weight_decay_only_on_matrices():
@@ -291,18 +292,20 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert loaded.metadata["val_loss"] == whole.validation[-1]["val_loss"]
     history = json.loads((tmp_path / "split" / "history.json").read_text())
     assert history["validation"] == whole.validation and len(history["train"]) == 6
-    assert set(whole.history[0]) == {"step", "loss", "lr", "tokens_per_second"}
+    assert set(whole.history[0]) == {"step", "loss", "lr"}
     assert whole.validation[0]["bits_per_image"] == pytest.approx(16 * whole.validation[0]["val_loss"] / math.log(2))
 
 
-def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path, capsys):
+def test_a_checkpoint_of_other_settings_is_refused_and_restart_starts_over(tmp_path):
     kwargs = dict(splits=tiny_splits(), vocab=VOCAB, progress=False, folder=tmp_path, stop_after=3)
     first = gpt.train_gpt(TINY, vqvae_fingerprint="old", **kwargs)
     faster = TINY.replace(gpt={"lr": 2 * TINY.gpt.lr})
-    fresh = gpt.train_gpt(faster, vqvae_fingerprint="new", **kwargs)
-    out = capsys.readouterr().out
-    assert f"starting the GPT over: {tmp_path / 'checkpoint.pt'} was made with another GPT configuration and " \
-           f"VQ-VAE\n" in out
+    with pytest.raises(SettingsChanged) as refused:
+        gpt.train_gpt(faster, vqvae_fingerprint="new", **kwargs)
+    message = str(refused.value)
+    assert message.startswith(f"{tmp_path / 'checkpoint.pt'} is a GPT checkpoint of other settings (changed: gpt ")
+    assert "vqvae 'old' -> 'new'" in message and "--restart" in message
+    fresh = gpt.train_gpt(faster, vqvae_fingerprint="new", resume=False, **kwargs)
     # a new run from the same initial weights: the same first loss, the new learning rate from step 1 on
     assert fresh.history[0]["loss"] == first.history[0]["loss"]
     assert [h["lr"] for h in fresh.history] == [2 * h["lr"] for h in first.history]
