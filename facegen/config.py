@@ -142,6 +142,12 @@ class Profile:
     psnr_floor: float = 28.0  # validation PSNR (dB) the trained VQ-VAE must beat; asserted in notebook 02
 
     @property
+    def device(self) -> str:
+        """Where every stage of this profile runs, training or not: "cuda" when a GPU is visible, else "cpu".
+        The loaders (facegen.pipeline.ensure_*) put models here; pass `device=` to them to choose otherwise."""
+        return default_device()
+
+    @property
     def artifacts(self) -> Path:
         """Where this profile's trained models and token shards live (git-ignored)."""
         return Path(os.environ.get("FACEGEN_ARTIFACTS", REPO_ROOT / "artifacts")) / self.name
@@ -225,7 +231,8 @@ def get_profile(name: str | None = None) -> Profile:
     return PROFILES[name]
 
 
-def device() -> str:
+def default_device() -> str:
+    """"cuda" when torch sees a GPU, else "cpu": the one place that decides (`Profile.device` asks it)."""
     return "cuda" if cuda_available() else "cpu"
 
 
