@@ -40,7 +40,7 @@ import yaml
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from facegen.quantize import nearest_codes
+from facegen.quantize import full_precision, nearest_codes
 
 TAMING_TARGET = "taming.models.vqgan.VQModel"
 
@@ -292,6 +292,11 @@ class TamingVectorQuantizer(nn.Module):
         return f"n_embed={self.n_embed}, embed_dim={self.embed_dim}, beta={self.beta}, legacy={self.legacy}"
 
     def forward(self, z: Tensor) -> QuantizeOutput:
+        # distances and losses in fp32 even under mixed precision (as in facegen.quantize.VectorQuantizer)
+        with torch.autocast(z.device.type, enabled=False):
+            return self._quantize(full_precision(z))
+
+    def _quantize(self, z: Tensor) -> QuantizeOutput:
         b, d, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, d)  # rows in (b, h, w) order
         indices = nearest_codes(flat.detach(), self.embedding.weight.detach())

@@ -125,7 +125,7 @@ def generator_loss(reconstructions: Tensor, targets: Tensor, perceptual: nn.Modu
         g_loss = generator_adversarial_loss(discriminator(reconstructions))
         weight = adaptive_weight(nll, g_loss, last_layer, disc_weight)
     else:  # taming's disc_factor = 0 before disc_start: no GAN term, no discriminator pass
-        g_loss, weight = torch.zeros(()), torch.zeros(())
+        g_loss = weight = nll.new_zeros(())  # on the loss's device and dtype
     return {"loss": nll + weight * g_loss, "l1": l1, "perceptual": perceptual_loss, "g_loss": g_loss,
             "gan_weight": weight}
 

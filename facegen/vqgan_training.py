@@ -21,25 +21,23 @@ interrupted run resumes exactly; a progress bar; history.json; sample grids in `
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from facegen import metrics
-from facegen.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
+from facegen.checkpoint import atomic_folder, atomic_write_json
 from facegen.config import Profile, get_profile
 from facegen.data.transforms import from_uint8
 from facegen.quantize import kmeans
 from facegen.viz import save_image_grid
 from facegen.vqgan import VQGAN, load_vqgan
 from facegen.vqgan_losses import NLayerDiscriminator, generator_loss, hinge_d_loss, make_perceptual_loss
-from facegen.vqvae_training import batch_indices, cosine_with_warmup, record_speed
+from facegen.train.engine import Engine, cpu_copy
+from facegen.train.schedule import batch_indices, cosine_with_warmup, step_generator, warmup_steps
 
-CHECKPOINT = "checkpoint.pt"
 MODEL_DIR = "model"  # config.json + model.safetensors, readable by facegen.vqgan.load_vqgan
 BETAS = (0.5, 0.9)  # taming's Adam betas for both networks
 KMEANS_IMAGES = 64  # images whose encoder outputs seed the codebook
@@ -110,15 +108,15 @@ def restart_dead_codes(model: VQGAN, counts: Tensor, latents: Tensor) -> int:
 def train_vqgan(profile: Profile | None = None, train_images: Tensor | None = None, val_images: Tensor | None = None,
                 classifier: nn.Module | None = None, folder: Path | None = None, steps: int | None = None,
                 stop_after: int | None = None, resume: bool = True, progress: bool = True) -> VQGANRun:
-    """Train (or resume) the profile's small VQGAN on uint8 images (N, 3, S, S); CPU, fp32.
+    """Train (or resume) the profile's small VQGAN on uint8 images (N, 3, S, S), on the profile's device.
 
     `classifier` is the frozen network of the perceptual loss when LPIPS is not available locally (default: the
-    profile's attribute classifier, trained first if missing). `stop_after` ends the run early at that step with a
-    checkpoint, as an interruption would; calling again with `resume=True` continues exactly. The finished model is
-    saved in `folder/model` (default `artifacts/<profile>/vqgan`)."""
+    profile's trained attribute classifier). `stop_after` ends the run early at that step with a checkpoint, as an
+    interruption would; calling again with `resume=True` continues exactly. The finished model is saved in
+    `folder/model` (default `artifacts/<profile>/vqgan`)."""
     profile = profile or get_profile()
     cfg = profile.vqgan
-    steps = steps or cfg.steps
+    steps = cfg.steps if steps is None else steps
     folder = Path(folder or vqgan_folder(profile))
     if train_images is None or val_images is None:
         from facegen.data.images import load_images
@@ -134,65 +132,64 @@ def train_vqgan(profile: Profile | None = None, train_images: Tensor | None = No
     discriminator = build_discriminator(profile).to(memory_format=torch.channels_last)
     optimizer_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=BETAS)
     optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=BETAS)
-    scheduler_g = cosine_with_warmup(optimizer_g, warmup=min(100, steps // 10 + 1), total=steps)
-    run = VQGANRun(model=model, discriminator=discriminator, folder=folder, perceptual=perceptual.name)
-    counts = torch.zeros(cfg.n_embed, dtype=torch.long)  # code uses since the last restart
-    start = 0
-    checkpoint = folder / CHECKPOINT
-    if resume and checkpoint.is_file():
-        state = load_checkpoint(checkpoint, model=model, discriminator=discriminator, optimizer_g=optimizer_g,
-                                optimizer_d=optimizer_d, scheduler_g=scheduler_g)
-        start, run.history, run.validation = state["step"], state["history"], state["validation"]
-        run.seconds, counts = state["seconds"], state["code_counts"]
-    else:
-        init_codebook(model, _batch(train_images, profile, step=0, n=KMEANS_IMAGES))
-
-    end = min(steps, stop_after) if stop_after is not None else steps
-    model.train()
-    discriminator.train()
-    began = time.perf_counter()
-    bar = tqdm(range(start, end), initial=start, total=steps, desc="VQGAN", disable=not progress)
-    for step in bar:
-        x = _batch(train_images, profile, step)
-        gan_on = step >= cfg.disc_start
-        row = _generator_step(model, discriminator, perceptual, optimizer_g, x, gan_on, cfg)
-        if gan_on:
-            row["d_loss"] = discriminator_step(discriminator, optimizer_d, x, row.pop("reconstruction"))
-        row.pop("reconstruction", None)
-        scheduler_g.step()
-        for group in optimizer_d.param_groups:  # one schedule for both networks
-            group["lr"] = scheduler_g.get_last_lr()[0]
-        counts += torch.bincount(row.pop("indices").flatten(), minlength=cfg.n_embed)
-        latents = row.pop("latents")
-        if (step + 1) % cfg.restart_every == 0:
-            row["restarted"] = restart_dead_codes(model, counts, latents)
-            counts.zero_()
-        run.history.append({"step": step + 1, **row, "lr": scheduler_g.get_last_lr()[0]})
-        bar.set_postfix(l1=f"{row['l1']:.3f}", p=f"{row['perceptual']:.3f}", g=f"{row['g_loss']:.2f}")
-        done = step + 1
-        if done % cfg.val_every == 0 or done == end:
-            run.validation.append({"step": done, **metrics.reconstruction_metrics(model, val_images, cfg.n_embed)})
-            save_image_grid(recon_pairs(model, val_images[:8]), folder / "samples" / f"step_{done:06d}.png", nrow=8)
-            save_checkpoint(checkpoint, model=model, discriminator=discriminator, optimizer_g=optimizer_g,
-                            optimizer_d=optimizer_d, scheduler_g=scheduler_g, step=done, history=run.history,
-                            validation=run.validation, code_counts=counts,
-                            seconds=run.seconds + time.perf_counter() - began)
-    bar.close()
-    record_speed(run, began, end - start, cfg.batch_size)
-    if end == steps:
-        save_trained(run)
+    with Engine("VQGAN", folder, steps, settings={**asdict(cfg), "perceptual": perceptual.name},
+                val_every=cfg.val_every, items_per_step=cfg.batch_size, stop_after=stop_after, resume=resume,
+                progress=progress) as engine:
+        scheduler_g = cosine_with_warmup(optimizer_g, warmup=warmup_steps(engine.total, 100), total=engine.total)
+        engine.extra["code_counts"] = torch.zeros(cfg.n_embed, dtype=torch.long)  # code uses since the last restart
+        model, discriminator, optimizer_g, optimizer_d, scheduler_g = engine.prepare(
+            model=model, discriminator=discriminator, optimizer_g=optimizer_g, optimizer_d=optimizer_d,
+            scheduler_g=scheduler_g)
+        perceptual.to(engine.device)
+        plain = engine.unwrap(model)
+        if engine.start == 0:
+            init_codebook(plain, _batch(train_images, profile, step=0, n=KMEANS_IMAGES).to(engine.device))
+        counts = engine.extra["code_counts"] = engine.extra["code_counts"].to(engine.device)
+        model.train()
+        discriminator.train()
+        for step in engine.steps():
+            x = _batch(train_images, profile, step).to(engine.device)
+            gan_on = step >= cfg.disc_start
+            with engine.autocast():
+                terms = generator_terms(model, discriminator, perceptual, x, gan_on, cfg)
+            engine.optimize(terms["loss"], optimizer_g, scheduler_g)
+            if gan_on:
+                with engine.autocast():
+                    terms["d_loss"] = discriminator_loss(discriminator, x, terms["reconstruction"])
+                engine.optimize(terms["d_loss"], optimizer_d)
+            for group in optimizer_d.param_groups:  # one schedule for both networks
+                group["lr"] = scheduler_g.get_last_lr()[0]
+            counts += torch.bincount(terms.pop("indices").flatten(), minlength=cfg.n_embed)
+            latents = terms.pop("latents")
+            del terms["reconstruction"]
+            if engine.done % cfg.restart_every == 0:
+                terms["restarted"] = restart_dead_codes(plain, counts, latents)
+                counts.zero_()
+            engine.log(**terms, lr=scheduler_g.get_last_lr()[0])
+            if engine.validating:
+                engine.validation.append({"step": engine.done,
+                                          **metrics.reconstruction_metrics(plain, val_images, cfg.n_embed)})
+                if engine.is_main:
+                    save_image_grid(recon_pairs(plain, val_images[:8]),
+                                    folder / "samples" / f"step_{engine.done:06d}.png", nrow=8)
+        run = VQGANRun(model=plain, discriminator=engine.unwrap(discriminator), folder=folder,
+                       perceptual=perceptual.name, history=engine.history, validation=engine.validation,
+                       seconds=engine.seconds, images_per_second=engine.items_per_second)
+        if engine.finished and engine.is_main:
+            save_trained(run)
     return run
 
 
 def perceptual_loss_for(profile: Profile, classifier: nn.Module | None) -> nn.Module:
     """The perceptual loss of the profile's VQGAN losses: LPIPS when it is available locally, else the classifier
-    feature distance on `classifier` (default: the profile's attribute classifier, trained first if missing)."""
+    feature distance on `classifier` (default: the profile's trained attribute classifier; facegen.pipeline's
+    ensure_vqgan / ensure_gan_decoder train it first when it is missing)."""
     from facegen.vqgan_losses import lpips_available
 
     if classifier is None and not lpips_available():
-        from facegen.pipeline import ensure_classifier
+        from facegen.classifier import classifier_folder, load_classifier
 
-        classifier = ensure_classifier(profile)
+        classifier = load_classifier(classifier_folder(profile))
     return make_perceptual_loss(classifier)
 
 
@@ -200,34 +197,26 @@ def _batch(images: Tensor, profile: Profile, step: int, n: int | None = None) ->
     """The (cropped) training batch of `step` as floats in [-1, 1]: a pure function of (seed, step)."""
     cfg = profile.vqgan
     index = batch_indices(step, len(images), n or cfg.batch_size, cfg.seed)
-    crops = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-    x = random_crops(from_uint8(images[index]), cfg.crop_size, crops)
+    x = random_crops(from_uint8(images[index]), cfg.crop_size, step_generator(cfg.seed, step))
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def _generator_step(model: VQGAN, discriminator: nn.Module, perceptual: nn.Module, optimizer: torch.optim.Optimizer,
-                    x: Tensor, gan_on: bool, cfg) -> dict:
+def generator_terms(model: VQGAN, discriminator: nn.Module, perceptual: nn.Module, x: Tensor, gan_on: bool,
+                    cfg) -> dict[str, Tensor]:
+    """The generator's loss on a batch `x` and its parts (taming's objective + the quantizer's loss), with what
+    the step needs afterwards: the reconstruction (for the discriminator), the codes and the encoder outputs."""
     latents = model.encode_latents(x)
     quantized, vq_loss, indices = model.quantize(latents)
     recon = model.decode_latents(quantized)
-    terms = generator_loss(recon, x, perceptual, discriminator, model.last_layer, cfg.perceptual_weight,
+    terms = generator_loss(recon.float(), x, perceptual, discriminator, model.last_layer, cfg.perceptual_weight,
                            cfg.disc_weight, gan_on)
-    loss = terms["loss"] + vq_loss
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return {"loss": loss.item(), "l1": terms["l1"].item(), "perceptual": terms["perceptual"].item(),
-            "vq": vq_loss.item(), "g_loss": terms["g_loss"].item(), "gan_weight": terms["gan_weight"].item(),
-            "reconstruction": recon.detach(), "indices": indices, "latents": latents.detach()}
+    return {**terms, "loss": terms["loss"] + vq_loss, "vq": vq_loss, "reconstruction": recon.detach(),
+            "indices": indices, "latents": latents.detach()}
 
 
-def discriminator_step(discriminator: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, recon: Tensor) -> float:
-    """One Adam step of the PatchGAN on the hinge loss: real images `x` against (detached) reconstructions."""
-    d_loss = hinge_d_loss(discriminator(x), discriminator(recon))
-    optimizer.zero_grad(set_to_none=True)
-    d_loss.backward()
-    optimizer.step()
-    return d_loss.item()
+def discriminator_loss(discriminator: nn.Module, x: Tensor, recon: Tensor) -> Tensor:
+    """The PatchGAN's hinge loss: real images `x` against (detached) reconstructions; in fp32 under autocast."""
+    return hinge_d_loss(discriminator(x).float(), discriminator(recon.detach()).float())
 
 
 @torch.no_grad()
@@ -235,18 +224,16 @@ def recon_pairs(model: VQGAN, images: Tensor) -> Tensor:
     """Originals (uint8 images) on the first row, reconstructions on the second, in [-1, 1]."""
     was_training = model.training
     model.eval()
-    x = from_uint8(images)
+    x = from_uint8(images.to(next(model.parameters()).device))
     recon = model(x.contiguous(memory_format=torch.channels_last))[0].clamp(-1, 1)
     model.train(was_training)
-    return torch.cat([x, recon])
+    return torch.cat([x, recon]).cpu()
 
 
 def save_trained(run: VQGANRun) -> Path:
     """The model folder (config.json + model.safetensors, for `facegen.vqgan.load_vqgan`) and history.json."""
-    from facegen.checkpoint import atomic_folder
-
     with atomic_folder(run.folder / MODEL_DIR) as tmp:
-        run.model.save_pretrained(tmp)
+        cpu_copy(run.model).save_pretrained(tmp)
     atomic_write_json(run.folder / "history.json", {"train": run.history, "validation": run.validation,
                                                      "seconds": run.seconds, "perceptual": run.perceptual})
     return run.folder / MODEL_DIR

@@ -6,7 +6,7 @@ from facegen.classifier import AttributeClassifier
 from facegen.config import get_profile
 from facegen.data.transforms import from_uint8
 from facegen.vqgan import VQGAN
-from facegen.vqgan_training import (discriminator_step, init_codebook, load_trained_vqgan, perceptual_loss_for,
+from facegen.vqgan_training import (discriminator_loss, init_codebook, load_trained_vqgan, perceptual_loss_for,
                                     random_crops, restart_dead_codes, train_vqgan, vqgan_folder)
 from helpers import square_images
 
@@ -164,34 +164,42 @@ def test_cli_train_vqgan_reports_the_run(tmp_path, monkeypatch, capsys):
     assert "3 steps, 1.5 min; validation PSNR 21.50 dB, SSIM 0.610, 50% of codes used; perceptual loss: P" in out
 
 
-def test_perceptual_loss_for_uses_the_given_classifier_or_the_profiles(monkeypatch):
-    import facegen.pipeline as pipeline
+def test_perceptual_loss_for_uses_the_given_classifier_or_the_profiles(tmp_path, monkeypatch):
     import facegen.vqgan_losses as losses
+    from facegen.classifier import classifier_folder, load_classifier
 
     monkeypatch.setattr(losses, "lpips_available", lambda: False)
+    monkeypatch.setenv("FACEGEN_ARTIFACTS", str(tmp_path))
     given = tiny_classifier()
     loss = perceptual_loss_for(TINY, given)
     assert loss.name == "classifier feature distance (not LPIPS)" and loss.classifier is given
-    fetched = []
-    monkeypatch.setattr(pipeline, "ensure_classifier", lambda profile: fetched.append(profile.name) or given)
-    assert perceptual_loss_for(TINY, None).classifier is given and fetched == ["ci"]
+    with pytest.raises(FileNotFoundError, match="attribute classifier"):  # the profile's is not trained yet
+        perceptual_loss_for(TINY, None)
+    given.save_pretrained(classifier_folder(TINY))
+    loaded = perceptual_loss_for(TINY, None).classifier
+    assert torch.equal(loaded.head.weight, given.head.weight)
 
 
-def test_discriminator_step_reports_the_hinge_loss_and_learns_to_tell_real_from_fake():
+def test_discriminator_loss_is_the_hinge_loss_and_teaches_it_to_tell_real_from_fake():
     from facegen.vqgan_losses import NLayerDiscriminator, hinge_d_loss
 
     torch.manual_seed(0)
-    disc = NLayerDiscriminator(ndf=8, n_layers=2)
+    disc = NLayerDiscriminator(ndf=8, n_layers=2).train()
     optimizer = torch.optim.Adam(disc.parameters(), lr=2e-3, betas=(0.5, 0.9))
     real = from_uint8(square_images(8))
-    fake = torch.zeros_like(real)  # flat grey: easy to tell apart
-    disc.train()
+    fake = torch.zeros_like(real, requires_grad=True)  # flat grey: easy to tell apart
+    first = discriminator_loss(disc, real, fake)
     with torch.no_grad():
-        before = hinge_d_loss(disc(real), disc(fake)).item()
-    torch.manual_seed(0)
-    disc_copy = NLayerDiscriminator(ndf=8, n_layers=2).train()
-    first = discriminator_step(disc_copy, torch.optim.Adam(disc_copy.parameters(), lr=2e-3, betas=(0.5, 0.9)),
-                               real, fake)
-    assert first == pytest.approx(before, rel=1e-5)  # the loss before the update
-    losses = [discriminator_step(disc, optimizer, real, fake) for _ in range(30)]
+        assert first.item() == pytest.approx(hinge_d_loss(disc(real), disc(fake)).item(), rel=1e-5)
+    first.backward()
+    assert fake.grad is None  # the reconstructions are detached: only the discriminator learns from this loss
+    losses = []
+    for _ in range(30):
+        loss = discriminator_loss(disc, real, fake)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert discriminator_loss(disc, real, fake).dtype == torch.float32
