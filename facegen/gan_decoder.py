@@ -24,26 +24,25 @@ from __future__ import annotations
 
 import copy
 import json
-import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
 
 from facegen import metrics
-from facegen.checkpoint import atomic_folder, atomic_write_json, load_checkpoint, save_checkpoint
+from facegen.checkpoint import atomic_folder, atomic_write_json
 from facegen.config import Profile, get_profile
 from facegen.data.transforms import from_uint8
 from facegen.viz import save_image_grid
 from facegen.vqgan_losses import NLayerDiscriminator, generator_loss
-from facegen.vqgan_training import discriminator_step, perceptual_loss_for
+from facegen.train.engine import Engine, cpu_copy
+from facegen.train.schedule import batch_indices
+from facegen.vqgan_training import discriminator_loss, perceptual_loss_for
 from facegen.vqvae import VQVAE
-from facegen.vqvae_training import batch_indices, load_vqvae, record_speed
+from facegen.vqvae_training import load_vqvae, vqvae_folder
 
-CHECKPOINT = "checkpoint.pt"
 MODEL_DIR = "model"
 BASE_FILE = "base_vqvae.json"  # inside MODEL_DIR: the fingerprint of the VQ-VAE whose encoder and codebook it uses
 BETAS = (0.5, 0.9)  # taming's Adam betas
@@ -91,21 +90,23 @@ def train_gan_decoder(profile: Profile | None = None, vqvae: VQVAE | None = None
                       folder: Path | None = None, steps: int | None = None, stop_after: int | None = None,
                       resume: bool = True, progress: bool = True) -> GANDecoderRun:
     """Fine-tune the decoder of `vqvae` (default: the profile's trained VQ-VAE) with the VQGAN losses on uint8
-    images (N, 3, S, S); CPU, fp32. `classifier` is the frozen network of the perceptual loss when LPIPS is not
-    available locally (default: the profile's attribute classifier). `stop_after` ends the run early at that step
-    with a checkpoint, as an interruption would; `resume=True` continues exactly. The finished model goes to
-    `folder/model` (default `artifacts/<profile>/gan_decoder`)."""
-    from facegen.pipeline import ensure_vqvae, load_images
+    images (N, 3, S, S), on the profile's device. `classifier` is the frozen network of the perceptual loss when
+    LPIPS is not available locally (default: the profile's trained attribute classifier). `stop_after` ends the run
+    early at that step with a checkpoint, as an interruption would; `resume=True` continues exactly (a checkpoint
+    made from another VQ-VAE is refused). The finished model goes to `folder/model` (default
+    `artifacts/<profile>/gan_decoder`)."""
+    from facegen.data.images import load_images
     from facegen.tokenize_dataset import vqvae_fingerprint
 
     profile = profile or get_profile()
     cfg = profile.gan_decoder
-    steps = steps or cfg.steps
+    steps = cfg.steps if steps is None else steps
     folder = Path(folder or gan_decoder_folder(profile))
-    base = vqvae if vqvae is not None else ensure_vqvae(profile, progress=progress)
+    base = vqvae if vqvae is not None else load_vqvae(vqvae_folder(profile))
     train_images = load_images(profile, "train") if train_images is None else train_images
     val_images = (load_images(profile, "valid") if val_images is None else val_images)[:256]
     perceptual = perceptual_loss_for(profile, classifier)
+    base_fingerprint = vqvae_fingerprint(base)
 
     torch.manual_seed(cfg.seed)
     # channels_last lets the CPU's oneDNN convolutions skip layout conversions (the VQ-VAE trains ~1.7x faster).
@@ -114,55 +115,49 @@ def train_gan_decoder(profile: Profile | None = None, vqvae: VQVAE | None = None
     discriminator = NLayerDiscriminator(ndf=cfg.disc_channels, n_layers=cfg.disc_layers).to(
         memory_format=torch.channels_last)
     averaged_decoder = AveragedModel(model.decoder, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
-    averaged = copy.deepcopy(model)
-    averaged.decoder = averaged_decoder.module  # shares the averaged weights: always up to date
     optimizer_g = torch.optim.Adam(model.decoder.parameters(), lr=cfg.lr, betas=BETAS)
     optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=BETAS)
-    run = GANDecoderRun(model=model, averaged=averaged, discriminator=discriminator, folder=folder,
-                        base_fingerprint=vqvae_fingerprint(base), perceptual=perceptual.name)
-    start = 0
-    checkpoint = folder / CHECKPOINT
-    if resume and checkpoint.is_file():
-        state = load_checkpoint(checkpoint, decoder=model.decoder, averaged_decoder=averaged_decoder,
-                                discriminator=discriminator, optimizer_g=optimizer_g, optimizer_d=optimizer_d)
-        if state["base_fingerprint"] != run.base_fingerprint:
-            raise ValueError(f"{checkpoint} fine-tunes another VQ-VAE than the one given; delete it or pass "
-                             "resume=False to start over")
-        start, run.history, run.validation, run.seconds = (state["step"], state["history"], state["validation"],
-                                                           state["seconds"])
-    else:  # the average starts at the trained decoder (torch's AveragedModel would start at the first step's weights)
-        averaged_decoder.update_parameters(model.decoder)
-
-    end = min(steps, stop_after) if stop_after is not None else steps
-    model.decoder.train()
-    discriminator.train()
-    last_layer = decoder_last_layer(model)
-    began = time.perf_counter()
-    bar = tqdm(range(start, end), initial=start, total=steps, desc="GAN decoder", disable=not progress)
-    for step in bar:
-        x = _batch(train_images, step, cfg)
-        gan_on = step >= cfg.disc_start
-        row = _generator_step(model, discriminator, perceptual, optimizer_g, x, gan_on, last_layer, cfg)
-        recon = row.pop("reconstruction")
-        if gan_on:
-            row["d_loss"] = discriminator_step(discriminator, optimizer_d, x, recon)
-        averaged_decoder.update_parameters(model.decoder)
-        run.history.append({"step": step + 1, **row})
-        bar.set_postfix(l1=f"{row['l1']:.3f}", g=f"{row['g_loss']:.2f}", w=f"{row['gan_weight']:.3f}")
-        done = step + 1
-        if done % cfg.val_every == 0 or done == end:
-            run.validation.append({"step": done, **metrics.reconstruction_metrics(averaged, val_images,
-                                                                                 averaged.codebook_size)})
-            save_image_grid(recon_pairs(base, averaged, val_images[:8]), folder / "samples" / f"step_{done:06d}.png",
-                            nrow=8)
-            save_checkpoint(checkpoint, decoder=model.decoder, averaged_decoder=averaged_decoder,
-                            discriminator=discriminator, optimizer_g=optimizer_g, optimizer_d=optimizer_d, step=done,
-                            history=run.history, validation=run.validation, base_fingerprint=run.base_fingerprint,
-                            seconds=run.seconds + time.perf_counter() - began)
-    bar.close()
-    record_speed(run, began, end - start, cfg.batch_size)
-    if end == steps:
-        save_trained(run)
+    settings = {**asdict(cfg), "base_fingerprint": base_fingerprint, "perceptual": perceptual.name}
+    with Engine("GAN decoder", folder, steps, settings=settings, val_every=cfg.val_every,
+                items_per_step=cfg.batch_size, stop_after=stop_after, resume=resume, progress=progress) as engine:
+        model.to(engine.device)  # the frozen encoder and codebook too: the engine places what it trains
+        decoder, discriminator, optimizer_g, optimizer_d, averaged_decoder = engine.prepare(
+            decoder=model.decoder, discriminator=discriminator, optimizer_g=optimizer_g, optimizer_d=optimizer_d,
+            averaged_decoder=averaged_decoder)
+        perceptual.to(engine.device)
+        averaged = copy.deepcopy(model)
+        averaged.decoder = averaged_decoder.module  # shares the averaged weights: always up to date
+        if engine.start == 0:  # the average starts at the trained decoder (AveragedModel would start at step 1's)
+            averaged_decoder.update_parameters(model.decoder)
+        base_on_device = copy.deepcopy(base).to(engine.device).eval()
+        last_layer = decoder_last_layer(model)
+        model.decoder.train()
+        discriminator.train()
+        for step in engine.steps():
+            x = _batch(train_images, step, cfg).to(engine.device)
+            gan_on = step >= cfg.disc_start
+            with engine.autocast():
+                terms = decoder_terms(model, decoder, discriminator, perceptual, x, gan_on, last_layer, cfg)
+            engine.optimize(terms["loss"], optimizer_g)
+            recon = terms.pop("reconstruction")
+            if gan_on:
+                with engine.autocast():
+                    terms["d_loss"] = discriminator_loss(discriminator, x, recon)
+                engine.optimize(terms["d_loss"], optimizer_d)
+            averaged_decoder.update_parameters(model.decoder)
+            engine.log(**terms)
+            if engine.validating:
+                engine.validation.append({"step": engine.done, **metrics.reconstruction_metrics(
+                    averaged, val_images, averaged.codebook_size)})
+                if engine.is_main:
+                    save_image_grid(recon_pairs(base_on_device, averaged, val_images[:8]),
+                                    folder / "samples" / f"step_{engine.done:06d}.png", nrow=8)
+        run = GANDecoderRun(model=model, averaged=averaged, discriminator=engine.unwrap(discriminator),
+                            folder=folder, base_fingerprint=base_fingerprint, perceptual=perceptual.name,
+                            history=engine.history, validation=engine.validation, seconds=engine.seconds,
+                            images_per_second=engine.items_per_second)
+        if engine.finished and engine.is_main:
+            save_trained(run)
     return run
 
 
@@ -172,30 +167,28 @@ def _batch(images: Tensor, step: int, cfg) -> Tensor:
     return from_uint8(images[index]).contiguous(memory_format=torch.channels_last)
 
 
-def _generator_step(model: VQVAE, discriminator: nn.Module, perceptual: nn.Module, optimizer: torch.optim.Optimizer,
-                    x: Tensor, gan_on: bool, last_layer: Tensor, cfg) -> dict:
-    recon = model.decoder(quantized_latents(model, x))
-    terms = generator_loss(recon, x, perceptual, discriminator, last_layer, cfg.perceptual_weight, cfg.disc_weight,
-                           gan_on)
-    optimizer.zero_grad(set_to_none=True)
-    terms["loss"].backward()
-    optimizer.step()
-    return {**{name: value.item() for name, value in terms.items()}, "reconstruction": recon.detach()}
+def decoder_terms(model: VQVAE, decoder: nn.Module, discriminator: nn.Module, perceptual: nn.Module, x: Tensor,
+                  gan_on: bool, last_layer: Tensor, cfg) -> dict[str, Tensor]:
+    """The decoder's VQGAN loss on a batch `x` and its parts (facegen.vqgan_losses.generator_loss), with the
+    reconstruction the discriminator then sees. `decoder` is `model.decoder` as the engine prepared it."""
+    recon = decoder(quantized_latents(model, x))
+    terms = generator_loss(recon.float(), x, perceptual, discriminator, last_layer, cfg.perceptual_weight,
+                           cfg.disc_weight, gan_on)
+    return {**terms, "reconstruction": recon.detach()}
 
 
 @torch.no_grad()
 def recon_pairs(base: VQVAE, tuned: VQVAE, images: Tensor) -> Tensor:
     """Three rows: the uint8 `images`, the base VQ-VAE's reconstructions, the fine-tuned decoder's; in [-1, 1]."""
-    x = from_uint8(images)
-    codes = base.encode_indices(x)
-    return torch.cat([x, base.decode_indices(codes), tuned.decode_indices(codes)])
+    x = from_uint8(images.to(next(tuned.parameters()).device))
+    codes = base.encode_indices(x.to(next(base.parameters()).device))
+    return torch.cat([x, base.decode_indices(codes).to(x.device), tuned.decode_indices(codes.to(x.device))]).cpu()
 
 
 def save_trained(run: GANDecoderRun) -> Path:
     """`folder/model` (a complete VQ-VAE with the averaged decoder + base_vqvae.json) and history.json."""
-    averaged = run.averaged.to(memory_format=torch.contiguous_format)
     with atomic_folder(run.folder / MODEL_DIR) as tmp:
-        averaged.save_pretrained(tmp)
+        cpu_copy(run.averaged).save_pretrained(tmp)
         (Path(tmp) / BASE_FILE).write_text(json.dumps({"vqvae_fingerprint": run.base_fingerprint}) + "\n")
     atomic_write_json(run.folder / "history.json", {"train": run.history, "validation": run.validation,
                                                      "seconds": run.seconds, "perceptual": run.perceptual})

@@ -4,6 +4,7 @@ import torch
 from facegen import metrics
 from facegen.classifier import AttributeClassifier
 from facegen.config import get_profile
+from facegen.train.engine import SettingsChanged
 from facegen.data.transforms import from_uint8
 from facegen.gan_decoder import (BASE_FILE, GANDecoderRun, decoder_last_layer, freeze_tokens, gan_decoder_folder,
                                  gan_decoder_stale_reason, load_gan_decoder, save_trained, train_gan_decoder)
@@ -105,7 +106,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
 
 def test_resuming_with_another_base_vqvae_is_refused(tmp_path):
     train(tmp_path, "run", stop_after=3)
-    with pytest.raises(ValueError, match="fine-tunes another VQ-VAE"):
+    with pytest.raises(SettingsChanged, match="changed: base_fingerprint"):
         train(tmp_path, "run", base=tiny_vqvae(seed=1))
 
 

@@ -179,7 +179,7 @@ def test_training_batches_are_a_pure_function_of_seed_and_step():
     assert torch.equal(gpt.training_batch(ids, 3, 1, cfg, VOCAB), first)  # recomputable after a restart
     assert not torch.equal(gpt.training_batch(ids, 3, 0, cfg, VOCAB), first)
     # the rows are those of batch_indices at the global micro-batch counter; only attributes may differ from them
-    from facegen.vqvae_training import batch_indices
+    from facegen.train.schedule import batch_indices
 
     original = ids[batch_indices(3 * 2 + 1, 24, 4, cfg.seed)].long()
     attributes = slice(1, 19)
