@@ -108,7 +108,7 @@ def laplacian_sharpness(images: Tensor) -> Tensor:
     responses and blur removes them, so a reconstruction's value relative to the original's measures sharpness:
     1 = as sharp as the original, < 1 blurrier. (It also rises with noise: look at the images too.)"""
     grey = images.float().mean(dim=1, keepdim=True)
-    kernel = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]]).reshape(1, 1, 3, 3)
+    kernel = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]], device=grey.device).reshape(1, 1, 3, 3)
     return F.conv2d(grey, kernel).abs().mean(dim=(1, 2, 3))
 
 
@@ -117,24 +117,28 @@ def reconstruction_metrics(tokenizer: torch.nn.Module, images: Tensor, codebook_
                            batch_size: int = 64) -> dict:
     """How well a tokenizer (anything with `encode_indices` / `decode_indices`, e.g. the VQ-VAE or a VQGAN) round-trips
     uint8 images (N, 3, H, W) through its tokens: PSNR and SSIM, codebook usage (share of the `codebook_size` codes
-    used, perplexity, dead codes) and sharpness (the reconstructions' `laplacian_sharpness` over the originals')."""
+    used, perplexity, dead codes) and sharpness (the reconstructions' `laplacian_sharpness` over the originals').
+    Batches run on the tokenizer's device; the per-image numbers are gathered on the CPU in float64."""
     from facegen.data.transforms import from_uint8
 
+    device = next(tokenizer.parameters()).device
     was_training = tokenizer.training
     tokenizer.eval()
     psnrs, ssims, codes, sharp_recon, sharp_real = [], [], [], [], []
-    for start in range(0, len(images), batch_size):
-        x = from_uint8(images[start:start + batch_size]).contiguous(memory_format=torch.channels_last)
-        indices = tokenizer.encode_indices(x)
-        recon = tokenizer.decode_indices(indices).clamp(-1, 1)
-        psnrs.append(psnr(recon, x) * len(x))
-        ssims.append(ssim(recon, x) * len(x))
-        codes.append(indices.flatten())
-        sharp_recon.append(laplacian_sharpness(recon))
-        sharp_real.append(laplacian_sharpness(x))
-    tokenizer.train(was_training)
+    try:
+        for start in range(0, len(images), batch_size):
+            x = from_uint8(images[start:start + batch_size].to(device)).contiguous(memory_format=torch.channels_last)
+            indices = tokenizer.encode_indices(x)
+            recon = tokenizer.decode_indices(indices).float().clamp(-1, 1)
+            psnrs.append(psnr(recon, x, reduction="none").double().cpu())
+            ssims.append(ssim(recon, x, reduction="none").double().cpu())
+            codes.append(indices.flatten().cpu())
+            sharp_recon.append(laplacian_sharpness(recon).double().cpu())
+            sharp_real.append(laplacian_sharpness(x).double().cpu())
+    finally:
+        tokenizer.train(was_training)
     usage = codebook_usage(torch.cat(codes), codebook_size)
-    return {"psnr": float(sum(psnrs) / len(images)), "ssim": float(sum(ssims) / len(images)),
+    return {"psnr": float(torch.cat(psnrs).mean()), "ssim": float(torch.cat(ssims).mean()),
             "usage": float(usage.used_fraction), "perplexity": float(usage.perplexity),
             "dead_codes": int(usage.dead_codes),
             "sharpness": float(torch.cat(sharp_recon).mean() / torch.cat(sharp_real).mean())}
@@ -153,7 +157,8 @@ __all__ += ["classifier_outputs", "requested_targets", "prediction_accuracy", "a
 def classifier_outputs(classifier: torch.nn.Module, images: Tensor, batch_size: int = 256,
                        features: bool = False) -> Tensor:
     """Logits (N, A), or with `features=True` the pooled features (N, F), of `classifier` in eval mode, computed
-    `batch_size` images at a time; returned on the CPU in float32. The module's train/eval mode is restored."""
+    `batch_size` images at a time on the classifier's device (uint8 batches are moved before they are scaled, a
+    quarter of the bytes); returned on the CPU in float32. The module's train/eval mode is restored."""
     from facegen.data.transforms import from_uint8
 
     if images.ndim != 4 or images.shape[1] != 3 or len(images) == 0:
@@ -167,9 +172,9 @@ def classifier_outputs(classifier: torch.nn.Module, images: Tensor, batch_size: 
     outputs = []
     try:
         for start in range(0, len(images), batch_size):
-            batch = images[start:start + batch_size]
+            batch = images[start:start + batch_size].to(device, non_blocking=True)
             batch = from_uint8(batch) if batch.dtype == torch.uint8 else batch.float()
-            batch = batch.to(device).contiguous(memory_format=torch.channels_last)
+            batch = batch.contiguous(memory_format=torch.channels_last)
             outputs.append((classifier.features(batch) if features else classifier(batch)).float().cpu())
     finally:
         classifier.train(was_training)

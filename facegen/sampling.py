@@ -16,6 +16,12 @@ Everything runs through Hugging Face's `model.generate()` (KV cache on by defaul
   warpers; temperature 0 means greedy decoding);
 - the random numbers come from a private generator state seeded with `seed`, so the same call gives the same batch
   whatever ran before, and the caller's RNG is left as it was.
+
+Device and precision: everything runs on the model's device (prompts, masks and the random state are made there; the
+sequences come back to the CPU once, at the end), in the model's own dtype, with no autocast. On one H200, bf16
+autocast made sampling 5x slower than fp32 (issue 13): generation is one token at a time for a few hundred tokens,
+so it is bound by per-step overhead, and autocast adds a cast of every weight at every step. The `ensure_gpt` loader
+keeps the weights in fp32; to sample in bf16, cast the model once (`model.to(torch.bfloat16)`), not per step.
 """
 
 from __future__ import annotations
@@ -43,23 +49,32 @@ class ImageGrammar(LogitsProcessor):
 
     def __init__(self, vocab: Vocabulary):
         self.vocab = vocab
+        self._masks = {}  # (size, device, is_end) -> bool mask, built once per device instead of once per token
 
-    def allowed(self, position: int, size: int) -> torch.Tensor:
-        """Bool (size,): the tokens allowed at `position` of a sequence (size = the model's vocab_size)."""
-        v = self.vocab
-        if not v.image_start <= position <= v.end_position:
-            raise ValueError(f"ImageGrammar: position {position} is outside the generated part of a sequence "
-                             f"({v.image_start} .. {v.end_position})")
-        allowed = torch.zeros(size, dtype=torch.bool)
+    def allowed(self, position: int, size: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """Bool (size,) on `device` (default CPU): the tokens allowed at `position` of a sequence (size = the
+        model's vocab_size)."""
+        v = self._check_position(position)
+        allowed = torch.zeros(size, dtype=torch.bool, device=device)
         if position < v.end_position:
             allowed[:v.codebook_size] = True
         else:
             allowed[v.end_generation_id] = True
         return allowed
 
+    def _check_position(self, position: int) -> Vocabulary:
+        v = self.vocab
+        if not v.image_start <= position <= v.end_position:
+            raise ValueError(f"ImageGrammar: position {position} is outside the generated part of a sequence "
+                             f"({v.image_start} .. {v.end_position})")
+        return v
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        allowed = self.allowed(input_ids.shape[1], scores.shape[-1]).to(scores.device)
-        return scores.masked_fill(~allowed, -math.inf)
+        position, size = input_ids.shape[1], scores.shape[-1]
+        key = (size, scores.device, self._check_position(position).end_position == position)
+        if key not in self._masks:
+            self._masks[key] = ~self.allowed(position, size, scores.device)
+        return scores.masked_fill(self._masks[key], -math.inf)
 
 
 class _StepProgress(LogitsProcessor):
@@ -114,13 +129,16 @@ def _check_prefix(vocab: Vocabulary, n: int, prefix_codes, keep_tokens) -> torch
     return codes.long().reshape(len(codes), -1)[:, :keep_tokens].expand(n, -1).cpu()
 
 
-def prompt_batch(vocab: Vocabulary, n: int, attributes=None, prefix_codes=None, keep_tokens: int = 0) -> torch.Tensor:
-    """Prompts (n, image_start + keep_tokens): `<START_FACE> <attributes> <START_GENERATION>` and, for completion, the
-    first `keep_tokens` image tokens of `prefix_codes` (n or 1 code grids) in raster order."""
+def prompt_batch(vocab: Vocabulary, n: int, attributes=None, prefix_codes=None, keep_tokens: int = 0,
+                 device: torch.device | str | None = None) -> torch.Tensor:
+    """Prompts (n, image_start + keep_tokens) on `device` (default CPU): `<START_FACE> <attributes>
+    <START_GENERATION>` and, for completion, the first `keep_tokens` image tokens of `prefix_codes` (n or 1 code
+    grids) in raster order. Assembled on the CPU from Python values, then moved in one copy."""
     rows = _attribute_rows(attributes, n)
     prompts = torch.stack([vocab.prompt_ids(row) for row in rows])
     kept = _check_prefix(vocab, n, prefix_codes, keep_tokens)
-    return prompts if kept is None else torch.cat([prompts, kept], dim=1)
+    prompts = prompts if kept is None else torch.cat([prompts, kept], dim=1)
+    return prompts if device is None else prompts.to(device)
 
 
 def parse_attributes(settings: Sequence[str], names: Sequence[str] = CONDITIONING_ATTRIBUTES) -> dict:
@@ -173,20 +191,20 @@ def generation_inputs(model, vocab: Vocabulary, n: int = 16, attributes=None, *,
         raise ValueError(f"the model's vocab_size {model.config.vocab_size} does not match the vocabulary's "
                          f"{vocab.size} tokens")
     device = next(model.parameters()).device
-    prompts = prompt_batch(vocab, n, attributes, prefix_codes, keep_tokens)
+    prompts = prompt_batch(vocab, n, attributes, prefix_codes, keep_tokens, device=device)
     greedy = temperature == 0
     config = GenerationConfig(
         max_new_tokens=vocab.length - prompts.shape[1],  # the remaining image tokens + <END_GENERATION>
         do_sample=not greedy, use_cache=use_cache, guidance_scale=None if guidance_scale == 1 else guidance_scale,
         eos_token_id=vocab.end_generation_id, pad_token_id=vocab.pad_id, bos_token_id=vocab.start_face_id,
         **({} if greedy else {"temperature": temperature, "top_k": top_k or 0, "top_p": top_p or 1.0}))
-    inputs = {"input_ids": prompts.to(device), "attention_mask": torch.ones_like(prompts, device=device),
+    inputs = {"input_ids": prompts, "attention_mask": torch.ones_like(prompts),
               "generation_config": config,
               "logits_processor": LogitsProcessorList([ImageGrammar(vocab)] if constrained else [])}
     if guidance_scale != 1:
-        unconditional = prompt_batch(vocab, n, None, prefix_codes, keep_tokens)
-        inputs["negative_prompt_ids"] = unconditional.to(device)
-        inputs["negative_prompt_attention_mask"] = torch.ones_like(unconditional, device=device)
+        unconditional = prompt_batch(vocab, n, None, prefix_codes, keep_tokens, device=device)
+        inputs["negative_prompt_ids"] = unconditional
+        inputs["negative_prompt_attention_mask"] = torch.ones_like(unconditional)
     return inputs
 
 
@@ -207,7 +225,8 @@ def sample_sequences(model, vocab: Vocabulary, n: int = 16, attributes=None, *, 
                      temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, seed: int = 0,
                      prefix_codes: torch.Tensor | None = None, keep_tokens: int = 0, use_cache: bool = True,
                      constrained: bool = True, progress: bool = False) -> torch.Tensor:
-    """Whole sequences (n, vocab.length), LongTensor on the CPU: prompt, image tokens, <END_GENERATION>.
+    """Whole sequences (n, vocab.length), LongTensor on the CPU: prompt, image tokens, <END_GENERATION>. Generated
+    on the model's device in its own dtype (no autocast; see the module docstring).
     With `constrained=False` (no grammar) a sequence may stop early: it is then padded with <PAD> to the full length
     and `vocab.decode_sequence` rejects it."""
     inputs = generation_inputs(model, vocab, n, attributes, guidance_scale=guidance_scale, temperature=temperature,
@@ -258,7 +277,8 @@ def sample_codes(model, vocab: Vocabulary, n: int = 16, attributes: Mapping[str,
 
 
 def sample_faces(model, vocab: Vocabulary, vqvae, n: int = 16, attributes=None, **kwargs) -> torch.Tensor:
-    """`sample_codes` decoded by the VQ-VAE: images (n, 3, 8 grid, 8 grid) in [-1, 1] on the CPU."""
+    """`sample_codes` decoded by the VQ-VAE on its own device: images (n, 3, 8 grid, 8 grid) in [-1, 1], returned on
+    the CPU (for display and saving)."""
     codes = sample_codes(model, vocab, n, attributes, **kwargs)
     device = next(vqvae.parameters()).device
     return vqvae.decode_indices(codes.to(device)).cpu()

@@ -11,6 +11,9 @@ calls `f(model, vocab, vqvae, n=..., attributes=..., guidance_scale=..., tempera
 [, prefix_codes=..., keep_tokens=...])` and expects images (n, 3, H, W) in [-1, 1], like
 `facegen.sampling.sample_faces`.
 
+Sampling runs on the model's device (the GPT's and the VQ-VAE's, as `facegen.pipeline` loaded them: the profile's
+device); images come back to the CPU only to be shown.
+
 Nothing is printed: in a kernel without a widget front end (nbval, the static book) printed text would become cell
 output; status goes to a Label instead.
 """
@@ -213,8 +216,11 @@ class Explorer:
         return from_uint8(self.valid_images[self.face_index.value])
 
     def _face_codes(self) -> torch.Tensor:
-        """The chosen validation face as the VQ-VAE's token grid (grid, grid)."""
-        return self.vqvae.encode_indices(self._face().unsqueeze(0))[0]
+        """The chosen validation face as the VQ-VAE's token grid (grid, grid), on the CPU (encoded on the VQ-VAE's
+        device; the sampler moves the codes to the GPT's)."""
+        parameters = self.vqvae.parameters() if isinstance(self.vqvae, torch.nn.Module) else iter(())
+        device = next(parameters, torch.empty(0)).device
+        return self.vqvae.encode_indices(self._face().unsqueeze(0).to(device))[0].cpu()
 
     def _update_preview(self) -> None:
         if self.valid_images is None:
