@@ -207,9 +207,10 @@ def gan_decoder_stale_reason(folder: Path, base_fingerprint: str) -> str | None:
     return None if saved == base_fingerprint else "it was fine-tuned from another VQ-VAE"
 
 
-def load_gan_decoder(folder: Path) -> VQVAE:
-    """The VQ-VAE with the fine-tuned decoder (eval mode) from its artifact folder or its `model` folder."""
+def load_gan_decoder(folder: Path, device: str = "cpu") -> VQVAE:
+    """The VQ-VAE with the fine-tuned decoder (eval mode, on `device`) from its artifact folder or its `model`
+    folder."""
     folder = Path(folder)
     if (folder / MODEL_DIR / "config.json").is_file():
         folder = folder / MODEL_DIR
-    return load_vqvae(folder)
+    return load_vqvae(folder, device=device)

@@ -239,9 +239,9 @@ def save_trained(run: VQGANRun) -> Path:
     return run.folder / MODEL_DIR
 
 
-def load_trained_vqgan(folder: Path) -> VQGAN:
-    """A trained small VQGAN (eval mode) from its artifact folder (or the `model` folder inside it)."""
+def load_trained_vqgan(folder: Path, device: str = "cpu") -> VQGAN:
+    """A trained small VQGAN (eval mode, on `device`) from its artifact folder (or the `model` folder inside it)."""
     folder = Path(folder)
     if (folder / MODEL_DIR / "config.json").is_file():
         folder = folder / MODEL_DIR
-    return load_vqgan(folder)
+    return load_vqgan(folder).to(device)
