@@ -24,17 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-
-class FacegenError(Exception):
-    """A problem facegen explains in one line (the CLI prints it as `facegen: error: ...`, no traceback)."""
-
-
-class NoSpaceError(FacegenError, OSError):
-    """The disk filled up during an atomic save; the previous version of the file or folder is intact."""
-
-
-class ArtifactBusyError(FacegenError, RuntimeError):
-    """Another facegen process holds the artifact folder's lock."""
+from facegen.errors import ArtifactBusyError, FacegenError, NoSpaceError  # noqa: F401 (re-exported)
 
 
 def _disk_full(error: BaseException) -> bool:
@@ -47,8 +37,10 @@ def _disk_full(error: BaseException) -> bool:
 
 
 def _no_space(error: BaseException, path: Path) -> NoSpaceError:
-    return NoSpaceError(errno.ENOSPC, f"no space left on device while writing {path}; nothing was replaced "
-                                      f"(free some space and run it again)")
+    full = NoSpaceError(f"no space left on device while writing {path}; nothing was replaced (free some space and "
+                        "run it again)")
+    full.errno = errno.ENOSPC  # still an ENOSPC OSError for code that checks
+    return full
 
 
 def _pid_alive(pid: int) -> bool:
@@ -281,12 +273,15 @@ def load_model_folder(model_class, folder: Path, what: str, how_to_make: str):
                                 f"({how_to_make})")
     try:
         model = model_class(**json.loads(config_file.read_text()))
-    except (json.JSONDecodeError, TypeError, ValueError) as error:
-        raise ValueError(f"{config_file} is not {_article(what)} {what} config ({error})") from error
+    except (json.JSONDecodeError, TypeError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+        raise ValueError(f"{config_file} is not {_article(what)} {what} config ({error})") from None
     try:
         missing, unexpected = load_model(model, weights, strict=False)
     except RuntimeError as error:  # shapes differ from what config.json describes
-        raise ValueError(f"{weights} does not match {config_file}: {error}") from error
+        raise ValueError(f"{weights} does not match {config_file}: {error}") from None
+    except Exception as error:  # noqa: BLE001 - SafetensorError (truncated, random bytes), OSError, ...
+        raise ValueError(f"{weights} is not a readable safetensors file ({error}); expected the {what}'s saved "
+                         f"weights (truncated or overwritten? {how_to_make})") from None
     if missing or unexpected:
         raise ValueError(f"{weights} does not match its config: missing {sorted(missing)}, "
                          f"unexpected {sorted(unexpected)}")

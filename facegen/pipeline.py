@@ -3,7 +3,9 @@
 Each helper returns the artifact's location; when it has to build it, it first prints one line saying what it builds
 and why, and shows a progress bar while it works. Each returns its model on `device`, by default the profile's
 (`Profile.device`: cuda when a GPU is visible, else cpu), so every later stage (tokenizing, sampling, judging) runs
-there too.
+there too. A helper only ever builds what is missing: a trained model that no longer fits (stale, unreadable) is
+never replaced behind the user's back; it raises an error naming the folder and the command that retrains it
+(`facegen train-... --restart`). While it trains, it holds the artifact folder's lock (`checkpoint.artifact_lock`).
 """
 
 from __future__ import annotations
@@ -12,18 +14,23 @@ from pathlib import Path
 
 from facegen.config import Profile, get_profile
 from facegen.data.images import ensure_synthfaces, load_images, synthfaces_complete  # noqa: F401 (re-exported)
+from facegen.errors import ArtifactError
 from facegen.notes import note as _note
+
+BUILDING = "none there yet; built once"  # why a helper builds: the same words in a notebook and on the command line
 
 
 def ensure_vqvae(profile: Profile | None = None, progress: bool = True, device: str | None = None):
     """The profile's trained VQ-VAE (eval mode), training it first when `artifacts/<profile>/vqvae/model` is missing."""
+    from facegen.checkpoint import artifact_lock
     from facegen.vqvae_training import MODEL_DIR, load_vqvae, train_vqvae, vqvae_folder
 
     profile = profile or get_profile()
     folder = vqvae_folder(profile)
     if not (folder / MODEL_DIR / "model.safetensors").is_file():
-        _note(f"training the {profile.name!r} VQ-VAE into {folder} (needed by this notebook; done once)")
-        train_vqvae(profile, progress=progress)
+        with artifact_lock(folder, "the VQ-VAE"):
+            _note(f"training the {profile.name!r} VQ-VAE into {folder} ({BUILDING})")
+            train_vqvae(profile, progress=progress)
     return load_vqvae(folder, device=device or profile.device)
 
 
@@ -41,20 +48,30 @@ def ensure_tokens(profile: Profile | None = None, progress: bool = True, device:
 
 def ensure_gpt(profile: Profile | None = None, progress: bool = True, device: str | None = None):
     """The profile's trained GPT as `(model, tokenizer, vocab, metadata)` (a `facegen.gpt.LoadedGPT`), training it
-    first when `artifacts/<profile>/gpt/model` is missing or was trained on another VQ-VAE's tokens."""
-    from facegen.gpt import check_gpt_matches_vqvae, gpt_folder, gpt_stale_reason, load_gpt, train_gpt
+    first when there is none (`artifacts/<profile>/gpt/model` missing). One that was trained on another VQ-VAE's
+    tokens, or cannot be read, is not replaced: an `ArtifactError` names it and the command that retrains it."""
+    from facegen.checkpoint import artifact_lock
+    from facegen.gpt import MODEL_DIR, check_gpt_matches_vqvae, gpt_folder, load_gpt, train_gpt
     from facegen.tokenize_dataset import read_token_info, tokens_folder
 
     profile = profile or get_profile()
     splits = ensure_tokens(profile, progress=progress, device=device)
     vqvae = read_token_info(tokens_folder(profile)).vqvae
     folder = gpt_folder(profile)
-    reason = gpt_stale_reason(folder, vqvae)
-    if reason is not None:
-        _note(f"training the {profile.name!r} GPT into {folder} ({reason}; needed by this notebook; done once)")
-        train_gpt(profile, splits=splits, progress=progress, vqvae_fingerprint=vqvae)
-    loaded = load_gpt(folder, device=device or profile.device)
-    check_gpt_matches_vqvae(loaded.metadata, vqvae)
+    if not (folder / MODEL_DIR).exists():
+        with artifact_lock(folder, "the GPT"):
+            _note(f"training the {profile.name!r} GPT into {folder} ({BUILDING})")
+            train_gpt(profile, splits=splits, progress=progress, vqvae_fingerprint=vqvae)
+    retrain = f"`facegen train-gpt --restart --profile {profile.name}`"
+    try:
+        loaded = load_gpt(folder, device=device or profile.device)
+    except (OSError, ValueError) as error:
+        raise ArtifactError(f"{error}; facegen does not replace a trained GPT by itself: retrain it with {retrain}, "
+                            f"or restore the folder from a backup") from None
+    try:
+        check_gpt_matches_vqvae(loaded.metadata, vqvae)
+    except ValueError as error:
+        raise ArtifactError(f"the GPT in {folder / MODEL_DIR}: {error}") from None
     return loaded
 
 
@@ -62,14 +79,16 @@ def ensure_classifier(profile: Profile | None = None, progress: bool = True, dev
     """The profile's attribute classifier (eval mode), training it first when
     `artifacts/<profile>/classifier/model.safetensors` is missing. It judges samples: attribute accuracy and the
     Frechet distance of its features (facegen.metrics)."""
+    from facegen.checkpoint import artifact_lock
     from facegen.classifier import classifier_folder, load_classifier, train_classifier
 
     profile = profile or get_profile()
     folder = classifier_folder(profile)
     if not (folder / "model.safetensors").is_file():
-        _note(f"training the {profile.name!r} attribute classifier into {folder} (it judges generated faces; "
-              "done once)")
-        train_classifier(profile, folder=folder, progress=progress)
+        with artifact_lock(folder, "the attribute classifier"):
+            _note(f"training the {profile.name!r} attribute classifier into {folder} (it judges generated faces; "
+                  f"{BUILDING})")
+            train_classifier(profile, folder=folder, progress=progress)
     return load_classifier(folder, device=device or profile.device)
 
 
@@ -77,42 +96,73 @@ def ensure_judge_classifier(profile: Profile | None = None, progress: bool = Tru
     """A second attribute classifier, trained exactly like the first but from another seed, that only ever judges.
     The VQGAN losses use the first classifier's features as their perceptual distance, so a Frechet distance in
     those same features would reward matching them rather than looking right; this one never enters a loss."""
+    from facegen.checkpoint import artifact_lock
     from facegen.classifier import load_classifier, train_classifier
 
     profile = profile or get_profile()
     folder = profile.artifacts / "classifier_judge"
     if not (folder / "model.safetensors").is_file():
-        _note(f"training the {profile.name!r} judge classifier into {folder} (an independent judge; done once)")
-        judge = profile.replace(classifier={"seed": profile.classifier.seed + 1})
-        train_classifier(judge, folder=folder, progress=progress)
+        with artifact_lock(folder, "the judge classifier"):
+            _note(f"training the {profile.name!r} judge classifier into {folder} (an independent judge; {BUILDING})")
+            judge = profile.replace(classifier={"seed": profile.classifier.seed + 1})
+            train_classifier(judge, folder=folder, progress=progress)
     return load_classifier(folder, device=device or profile.device)
 
 
 def ensure_gan_decoder(profile: Profile | None = None, progress: bool = True, device: str | None = None):
     """The profile's VQ-VAE with its decoder fine-tuned by the VQGAN losses (eval mode; same tokens), fine-tuning it
-    first when `artifacts/<profile>/gan_decoder/model` is missing or was made from another VQ-VAE."""
-    from facegen.gan_decoder import gan_decoder_folder, gan_decoder_stale_reason, load_gan_decoder, train_gan_decoder
+    first when there is none (`artifacts/<profile>/gan_decoder/model` missing). One made from another VQ-VAE, or
+    that cannot be read, is not replaced: an `ArtifactError` names it and the command that redoes it."""
+    import json
+
+    from facegen.checkpoint import artifact_lock
+    from facegen.gan_decoder import BASE_FILE, MODEL_DIR, gan_decoder_folder, load_gan_decoder, train_gan_decoder
     from facegen.tokenize_dataset import vqvae_fingerprint
 
     profile = profile or get_profile()
     vqvae = ensure_vqvae(profile, progress=progress, device=device)
     folder = gan_decoder_folder(profile)
-    reason = gan_decoder_stale_reason(folder, vqvae_fingerprint(vqvae))
-    if reason is not None:
-        _note(f"fine-tuning the {profile.name!r} VQ-VAE decoder with the VQGAN losses into {folder} ({reason}; "
-              "needed by this notebook; done once)")
-        train_gan_decoder(profile, vqvae=vqvae, resume=reason == "no fine-tuned decoder yet", progress=progress)
-    return load_gan_decoder(folder, device=device or profile.device)
+    model_dir = folder / MODEL_DIR
+    if not model_dir.exists():
+        with artifact_lock(folder, "the GAN-tuned decoder"):
+            _note(f"fine-tuning the {profile.name!r} VQ-VAE decoder with the VQGAN losses into {folder} ({BUILDING})")
+            train_gan_decoder(profile, vqvae=vqvae, classifier=_perceptual_classifier(profile, progress),
+                              progress=progress)
+    redo = (f"facegen does not replace a trained model by itself: fine-tune it again with "
+            f"`facegen train-gan-decoder --restart --profile {profile.name}`")
+    current = vqvae_fingerprint(vqvae)
+    try:
+        saved = json.loads((model_dir / BASE_FILE).read_text()).get("vqvae_fingerprint")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ArtifactError(f"{model_dir / BASE_FILE} is unreadable ({error}); expected the JSON that names the "
+                            f"VQ-VAE the decoder was fine-tuned from; {redo}") from None
+    if saved != current:
+        raise ArtifactError(f"the GAN-tuned decoder in {model_dir} was fine-tuned from VQ-VAE {str(saved)[:12]}, not "
+                            f"from the current VQ-VAE {current[:12]}; {redo}")
+    try:
+        return load_gan_decoder(folder, device=device or profile.device)
+    except (OSError, ValueError) as error:
+        raise ArtifactError(f"{error}; {redo}") from None
+
+
+def _perceptual_classifier(profile: Profile, progress: bool):
+    """The network of the VQGAN losses' perceptual term: None when LPIPS is installed with its weights (the losses
+    then use it), else the profile's attribute classifier, trained first if missing."""
+    from facegen.vqgan_losses import lpips_available
+
+    return None if lpips_available() else ensure_classifier(profile, progress=progress)
 
 
 def ensure_vqgan(profile: Profile | None = None, progress: bool = True, device: str | None = None):
     """The profile's small VQGAN (eval mode), training it first when `artifacts/<profile>/vqgan/model` is missing.
     Its perceptual loss needs the attribute classifier (or LPIPS when present locally), built first if missing."""
+    from facegen.checkpoint import artifact_lock
     from facegen.vqgan_training import MODEL_DIR, load_trained_vqgan, train_vqgan, vqgan_folder
 
     profile = profile or get_profile()
     folder = vqgan_folder(profile)
     if not (folder / MODEL_DIR / "model.safetensors").is_file():
-        _note(f"training the {profile.name!r} small VQGAN into {folder} (needed by this notebook; done once)")
-        train_vqgan(profile, progress=progress)
+        with artifact_lock(folder, "the small VQGAN"):
+            _note(f"training the {profile.name!r} small VQGAN into {folder} ({BUILDING})")
+            train_vqgan(profile, classifier=_perceptual_classifier(profile, progress), progress=progress)
     return load_trained_vqgan(folder, device=device or profile.device)

@@ -360,7 +360,8 @@ def ci_tokens(tmp_path, monkeypatch):
     return set_vqvae
 
 
-def test_ensure_gpt_trains_once_and_again_for_a_new_vqvae(ci_tokens, capsys):
+def test_ensure_gpt_trains_once_and_never_replaces_it_for_a_new_vqvae(ci_tokens, capsys):
+    from facegen.errors import ArtifactError
     from facegen.pipeline import ensure_gpt
 
     profile = get_profile("ci").replace(gpt={"steps": 2, "val_every": 2})
@@ -369,9 +370,11 @@ def test_ensure_gpt_trains_once_and_again_for_a_new_vqvae(ci_tokens, capsys):
     assert loaded.metadata["vqvae"]["fingerprint"] == "v1" and loaded.vocab == Vocabulary(512)
     again = ensure_gpt(profile, progress=False)  # already trained for this VQ-VAE: loaded, not trained
     assert "training" not in capsys.readouterr().out and again.metadata == loaded.metadata
-    ci_tokens("v2")
-    assert ensure_gpt(profile, progress=False).metadata["vqvae"]["fingerprint"] == "v2"
-    assert "another VQ-VAE" in capsys.readouterr().out
+    ci_tokens("v2")  # a new VQ-VAE: the trained GPT is kept, and the error says how to retrain it
+    with pytest.raises(ArtifactError, match=r"trained on tokens of VQ-VAE v1, not of the current VQ-VAE v2: retrain "
+                                            r"it \(`facegen train-gpt --restart --profile ci`\)"):
+        ensure_gpt(profile, progress=False)
+    assert "training" not in capsys.readouterr().out
 
 
 def test_cli_train_gpt(ci_tokens, capsys):

@@ -34,8 +34,14 @@ class FaceDataset(Dataset):
         return len(self.source)
 
     def uint8_item(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Item i before scaling: uint8 (3, S, S) face crop and int8 (40,) attributes."""
-        return self._to_uint8(self.source.image(i)), self.attributes[i]
+        """Item i before scaling: uint8 (3, S, S) face crop and int8 (40,) attributes. A problem with the image (not
+        decodable, not 178x218) is a ValueError naming its file."""
+        image = self.source.image(i)  # a CelebAFormatError naming the file if it cannot be decoded
+        try:
+            return self._to_uint8(image), self.attributes[i]
+        except ValueError as error:
+            where = self.source.path(i) if hasattr(self.source, "path") else f"item {i} of {self.source}"
+            raise ValueError(f"{where}: {error}") from None
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, attributes = self.uint8_item(i)
@@ -110,7 +116,7 @@ def _missing_data_message(profile, root) -> str:
                 f"(or `make course`), or set FACEGEN_DATA to a folder that already holds it.")
     return (f"CelebA not found in {root}. Place img_align_celeba/ (the 202,599 aligned JPEGs), list_attr_celeba.txt "
             f"and list_eval_partition.txt there (how to get them: data/README.md), or set FACEGEN_DATA to the folder "
-            f"that holds them.")
+            f"that holds them (or FACEGEN_PROFILE=cpu to use the generated SynthFaces instead).")
 
 
 def open_dataset(profile, split: str = "train") -> FaceDataset:

@@ -14,23 +14,72 @@ def synthfaces_complete(folder: Path, n_images: int) -> bool:
     attr_file = folder / "list_attr_celeba.txt"
     if not attr_file.is_file() or not (folder / "list_eval_partition.txt").is_file():
         return False
-    with attr_file.open() as f:
+    with attr_file.open("rb") as f:  # bytes: a file that is not text is simply not a finished SynthFaces set
         first = f.readline().strip()
     return first.isdigit() and int(first) == n_images
 
 
 def ensure_synthfaces(profile: Profile | None = None, progress: bool = True) -> Path:
-    """The profile's dataset folder; generates SynthFaces there if the profile uses them and they are missing."""
+    """The profile's dataset folder; generates SynthFaces there if the profile uses them and they are missing.
+
+    facegen only writes into a folder that is missing, empty, or marked as its own SynthFaces (the marker file
+    `.facegen-synthfaces.json` that `synthfaces.generate` writes first). It regenerates a marked folder when it was
+    made for this profile with other settings (or was interrupted). Anything else is the user's and is never
+    rewritten: a readable CelebA-layout dataset there (FACEGEN_DATA) is used as it is, with a note; a folder that is
+    neither raises an `ArtifactError` saying what was found and what to do."""
     profile = profile or get_profile()
-    folder = profile.data_dir
-    if profile.data.source != "synthfaces" or synthfaces_complete(folder, profile.data.n_images):
+    folder = Path(profile.data_dir)
+    if profile.data.source != "synthfaces":
         return folder
     from facegen.data import synthfaces
 
-    note(f"generating {profile.data.n_images:,} SynthFaces for profile {profile.name!r} in {folder} "
-          "(the course's stand-in for CelebA; done once)")
-    synthfaces.generate(folder, profile.data.n_images, seed=profile.data.seed, progress=progress)
+    n, seed = profile.data.n_images, profile.data.seed
+    marker = synthfaces.read_marker(folder)
+    if marker is not None:
+        done = synthfaces_complete(folder, marker.get("n"))
+        if done and marker.get("profile") != profile.name:  # made by hand or for another profile: the user's choice
+            if marker.get("n") != n or marker.get("seed") != seed:
+                note(f"using the {marker.get('n'):,} SynthFaces (seed {marker.get('seed')}) in {folder} as they are "
+                     f"(profile {profile.name!r} would generate {n:,} with seed {seed})")
+            return folder
+        if done and marker.get("n") == n and marker.get("seed") == seed:
+            return folder
+        why = "the profile's settings changed" if done else "an earlier run did not finish"
+    elif not folder.exists() or not any(folder.iterdir()):
+        why = "done once"
+    elif synthfaces_complete(folder, n):  # made before folders were marked (or a set of exactly this size)
+        return folder
+    else:
+        _refuse_or_adopt(folder, profile)
+        return folder
+    note(f"generating {n:,} SynthFaces for profile {profile.name!r} in {folder} (the course's stand-in for CelebA; "
+         f"{why})")
+    synthfaces.generate(folder, n, seed=seed, progress=progress, profile=profile.name)
     return folder
+
+
+def _refuse_or_adopt(folder: Path, profile: Profile) -> None:
+    """`folder` is not empty and not facegen's: use a readable CelebA-layout dataset as it is, else say what to do."""
+    from facegen.data.celeba import ATTR_FILE, IMAGE_DIR, CelebAFormatError, read_celeba
+    from facegen.data.synthfaces import MARKER_FILE
+    from facegen.errors import ArtifactError
+
+    todo = (f"facegen never writes into a folder it did not make: point FACEGEN_DATA at a new or empty folder (it "
+            f"generates SynthFaces there), use this one as CelebA with FACEGEN_PROFILE=gpu, or delete it to have "
+            f"SynthFaces generated there")
+    if (folder / ATTR_FILE).exists() or (folder / IMAGE_DIR).exists():
+        try:
+            index = read_celeba(folder)
+        except CelebAFormatError as error:
+            raise ArtifactError(f"{folder} holds a CelebA-layout dataset that facegen did not generate (no "
+                                f"{MARKER_FILE}) and cannot read ({error}); {todo}") from None
+        note(f"using the {len(index):,}-image CelebA-layout dataset in {folder} as it is (not SynthFaces that facegen "
+             f"generated: profile {profile.name!r} would make {profile.data.n_images:,}; facegen never rewrites it)")
+        return
+    found = sorted(p.name for p in folder.iterdir())
+    shown = ", ".join(found[:5]) + (f", ... ({len(found)} entries)" if len(found) > 5 else "")
+    raise ArtifactError(f"{folder} is not empty ({shown}) and holds no dataset in the CelebA layout and no SynthFaces "
+                        f"marker ({MARKER_FILE}); {todo}")
 
 
 def load_images(profile: Profile | None = None, split: str = "train", attributes: bool = False, progress: bool = True):
@@ -46,15 +95,21 @@ def load_images(profile: Profile | None = None, split: str = "train", attributes
     folder = ensure_synthfaces(profile, progress=progress)
     key = _data_key(profile, folder)
     cache = profile.artifacts / "cache" / f"{split}-{profile.data.image_size}-{key}.pt"
+    cached = None
     if cache.is_file():
-        images, attrs = torch.load(cache, weights_only=True)
+        try:
+            cached = torch.load(cache, weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged cache is only derived data: decode again
+            note(f"{cache} is unreadable; decoding the {split} split again")
+    if cached is not None:
+        images, attrs = cached
     else:
+        from facegen.checkpoint import atomic_file
+
         note(f"decoding the {split} split once into {cache.parent} (faster training afterwards)")
         images, attrs = preload(open_dataset(profile, split), progress=progress)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp")
-        torch.save((images, attrs), tmp)
-        tmp.replace(cache)
+        with atomic_file(cache) as f:
+            torch.save((images, attrs), f)
     return (images, attrs) if attributes else images
 
 
@@ -63,6 +118,11 @@ def _data_key(profile: Profile, folder: Path) -> str:
         return "hf"
     import hashlib
 
-    stat = (folder / "list_attr_celeba.txt").stat()
+    from facegen.data.dataset import _missing_data_message
+
+    attr_file = folder / "list_attr_celeba.txt"
+    if not attr_file.is_file():
+        raise FileNotFoundError(_missing_data_message(profile, folder))
+    stat = attr_file.stat()
     where = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]
     return f"{where}-{stat.st_size}-{stat.st_mtime_ns}"

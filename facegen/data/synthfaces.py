@@ -37,6 +37,7 @@ JPEG_QUALITY = 95
 IMAGE_DIR = "img_align_celeba"
 ATTR_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
+MARKER_FILE = ".facegen-synthfaces.json"  # written first: this folder is facegen's own, so facegen may rewrite it
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train / valid / test, in contiguous ranges like CelebA's
 SPLIT_NAMES = ("train", "valid", "test")
 CHUNK = 50  # images per worker task
@@ -799,12 +800,36 @@ def _run_chunks(chunks: list[range], seed: int, image_dir: str, workers: int):
                 future.cancel()
 
 
+def read_marker(folder: Path) -> dict | None:
+    """The SynthFaces marker of `folder` ({"n", "seed", "profile"}), or None when facegen did not generate it."""
+    import json
+
+    try:
+        marker = json.loads((Path(folder) / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def _write_marker(out_dir: Path, n: int, seed: int, profile: str | None) -> None:
+    import json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker = {"generator": "facegen SynthFaces", "n": n, "seed": seed, "profile": profile}
+    _write_text(out_dir / MARKER_FILE, json.dumps(marker) + "\n")
+
+
 def _check_out_dir(out_dir: Path) -> None:
-    """An empty or missing folder, or one that holds only a previous SynthFaces (CelebA-layout) dataset."""
+    """An empty or missing folder, or a SynthFaces folder facegen generated (it carries MARKER_FILE). A folder
+    without the marker is never rewritten: it may be someone's CelebA."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"generate: out_dir {out_dir} is a file; expected a folder (new, empty, or a SynthFaces one)")
-    if not out_dir.exists():
+    if not out_dir.exists() or not any(out_dir.iterdir()):
         return
+    if read_marker(out_dir) is None and ((out_dir / ATTR_FILE).exists() or (out_dir / IMAGE_DIR).exists()):
+        raise ValueError(f"generate: {out_dir} holds a dataset in the CelebA layout that facegen did not generate (no "
+                         f"{MARKER_FILE}); facegen never rewrites it: choose a new or empty folder (or, if it is "
+                         "an old SynthFaces folder you want regenerated, delete it first)")
     ours = {IMAGE_DIR, ATTR_FILE, PARTITION_FILE}
     foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in ours and not p.name.startswith("."))
     image_dir = out_dir / IMAGE_DIR
@@ -840,11 +865,13 @@ def _partition_text(n: int) -> str:
     return "".join(f"{image_name(i)} {split_of(i, n)}\n" for i in range(n))
 
 
-def generate(out_dir, n: int, seed: int = 0, workers: int | None = None, progress: bool = True) -> SynthSummary:
+def generate(out_dir, n: int, seed: int = 0, workers: int | None = None, progress: bool = True,
+             profile: str | None = None) -> SynthSummary:
     """Write `n` SynthFaces images and CelebA's attribute and partition files to `out_dir`.
 
     The result does not depend on `workers` (None: one per CPU core). `out_dir` must be new, empty, or a previous
-    SynthFaces folder (regenerated in place)."""
+    SynthFaces folder (regenerated in place; it carries MARKER_FILE, written first, which records `n`, `seed` and
+    `profile`: the name of the profile it was made for, None when made by hand with `facegen data synth`)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 10:
         raise ValueError(f"generate: n must be an integer >= 10 (8/1/1 images for train/valid/test), got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -855,6 +882,7 @@ def generate(out_dir, n: int, seed: int = 0, workers: int | None = None, progres
     _check_out_dir(out_dir)
     workers = workers or os.cpu_count() or 1
     start = time.perf_counter()
+    _write_marker(out_dir, n, seed, profile)
     image_dir = _prepare_out_dir(out_dir, n)
     size = max(1, min(CHUNK, math.ceil(n / (4 * workers))))  # several tasks per worker, even for small n
     chunks = [range(i, min(i + size, n)) for i in range(0, n, size)]
