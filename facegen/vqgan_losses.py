@@ -89,12 +89,13 @@ def hinge_d_loss(logits_real: Tensor, logits_fake: Tensor) -> Tensor:
 
     Real patches are pushed to logits >= 1, fakes to <= -1; beyond that margin a patch costs nothing, which keeps
     the discriminator from growing its logits without bound."""
+    logits_real, logits_fake = logits_real.float(), logits_fake.float()  # fp32 even under autocast
     return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
 
 
 def generator_adversarial_loss(logits_fake: Tensor) -> Tensor:
     """The generator's GAN term, -mean D(x_rec): lower when the discriminator rates the reconstructions as real."""
-    return -logits_fake.mean()
+    return -logits_fake.float().mean()  # fp32 even under autocast
 
 
 def adaptive_weight(nll_loss: Tensor, g_loss: Tensor, last_layer: Tensor, disc_weight: float = 1.0,

@@ -216,7 +216,7 @@ def generator_terms(model: VQGAN, discriminator: nn.Module, perceptual: nn.Modul
 
 def discriminator_loss(discriminator: nn.Module, x: Tensor, recon: Tensor) -> Tensor:
     """The PatchGAN's hinge loss: real images `x` against (detached) reconstructions; in fp32 under autocast."""
-    return hinge_d_loss(discriminator(x).float(), discriminator(recon.detach()).float())
+    return hinge_d_loss(discriminator(x), discriminator(recon.detach()))
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ from facegen.attributes import CONDITIONING_ATTRIBUTES, attribute_index
 from facegen.classifier import (AttributeClassifier, balanced_accuracy, evaluate_classifier, load_classifier,
                                 positive_weights, random_shift, targets_from_celeba, train_classifier)
 from facegen.config import get_profile
+from facegen.data.transforms import from_uint8
 
 TINY = get_profile("ci").replace(classifier={"width": 8, "steps": 6, "batch_size": 8, "lr": 5e-3})
 BALD = attribute_index("Bald")  # attribute 0 of CONDITIONING_ATTRIBUTES
@@ -201,3 +202,17 @@ def test_ensure_judge_classifier_is_another_seed_in_its_own_folder(tmp_path, mon
         assert torch.equal(judge.state_dict()[key], value), key
     again = pipeline.ensure_judge_classifier(TINY, progress=False)
     assert capsys.readouterr().out == "" and torch.equal(again.head.weight, judge.head.weight)
+
+
+def test_the_loss_is_fp32_under_bf16_autocast():
+    from facegen.classifier import classifier_loss
+
+    torch.manual_seed(0)
+    model = AttributeClassifier(width=8).train()
+    images, attributes = bright_top_task(4)
+    targets = torch.zeros(4, len(CONDITIONING_ATTRIBUTES))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = classifier_loss(model, from_uint8(images), targets, torch.ones(len(CONDITIONING_ATTRIBUTES)))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())

@@ -153,7 +153,7 @@ def test_ensure_gan_decoder_fine_tunes_once_and_again_for_a_new_vqvae(tmp_path, 
     monkeypatch.setattr(pipeline, "ensure_vqvae", lambda profile, progress=True: bases["current"])
     calls = []
 
-    def fake_train(profile, vqvae, resume, progress=True):  # the loop is tested above; here: what ensure does
+    def fake_train(profile, vqvae, resume=True, progress=True, classifier=None):  # the loop is tested above; here: what ensure does
         calls.append(resume)
         run = GANDecoderRun(model=vqvae, averaged=vqvae, discriminator=None, folder=gan_decoder_folder(profile),
                             base_fingerprint=vqvae_fingerprint(vqvae))
@@ -188,3 +188,21 @@ def test_cli_train_gan_decoder_reports_the_run(tmp_path, monkeypatch, capsys):
     assert seen == {"profile": "ci", "steps": 3, "resume": False}
     out = capsys.readouterr().out
     assert "3 steps, 1.5 min; validation PSNR 26.50 dB, SSIM 0.750, sharpness 0.90; perceptual loss: P" in out
+
+
+def test_the_decoder_step_under_bf16_autocast_gives_fp32_losses_and_keeps_the_tokens():
+    from facegen.gan_decoder import decoder_terms
+    from facegen.vqgan_losses import NLayerDiscriminator, make_perceptual_loss
+
+    model = tiny_vqvae()
+    freeze_tokens(model)
+    model.decoder.train()
+    codebook = model.quantizer.codebook.clone()
+    disc = NLayerDiscriminator(ndf=8, n_layers=2)
+    x = from_uint8(square_images(4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms = decoder_terms(model, model.decoder, disc, make_perceptual_loss(tiny_classifier()), x, True,
+                              decoder_last_layer(model), TINY.gan_decoder)
+    assert all(terms[k].dtype == torch.float32 and torch.isfinite(terms[k]) for k in ("loss", "l1", "g_loss"))
+    terms["loss"].backward()
+    assert torch.equal(model.quantizer.codebook, codebook)

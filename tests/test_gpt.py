@@ -385,3 +385,16 @@ def test_cli_train_gpt(ci_tokens, capsys):
     assert "validation loss" in out and "bits per image" in out
     saved = json.loads((get_profile("ci").artifacts / "gpt" / "model" / "facegen.json").read_text())
     assert saved["steps"] == 2 and saved["vqvae"]["fingerprint"] == "v1"
+
+
+def test_training_in_bf16_mixed_precision_runs_and_keeps_fp32_weights(tmp_path):
+    """The gpu profile trains in bf16 autocast; the CPU can run the same path. Its first step once failed on CUDA
+    because the loss mask was built on the CPU: here the whole step runs through accelerate's bf16 machinery."""
+    profile = TINY.replace(gpt={"mixed_precision": "bf16", "steps": 3, "val_every": 3})
+    run = gpt.train_gpt(profile, tiny_splits(), folder=tmp_path, vocab=VOCAB, progress=False, vqvae_fingerprint="x")
+    assert all(p.dtype == torch.float32 for p in run.model.parameters())
+    assert all(math.isfinite(row["loss"]) for row in run.history) and math.isfinite(run.validation[-1]["val_loss"])
+    ids = gpt.encode_split(tiny_splits()["valid"], VOCAB)[:2].long()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = gpt.gpt_loss(run.model, ids, VOCAB)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)

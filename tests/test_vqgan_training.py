@@ -129,10 +129,15 @@ def test_ensure_vqgan_trains_once_then_loads(tmp_path, monkeypatch, capsys):
     import facegen.vqgan_training as training
     from facegen.pipeline import ensure_vqgan
 
+    import facegen.pipeline as pipeline
+
     monkeypatch.setenv("FACEGEN_ARTIFACTS", str(tmp_path))
+    perceptual = object()  # the perceptual network ensure_vqgan hands over (the classifier, unless LPIPS is there)
+    monkeypatch.setattr(pipeline, "_perceptual_classifier", lambda profile, progress: perceptual)
     calls = []
 
-    def fake_train(profile, progress=True):  # the real loop is tested above; here: what ensure_vqgan does around it
+    def fake_train(profile, classifier, progress=True):  # the loop is tested above; here: what ensure_vqgan does
+        assert classifier is perceptual
         calls.append(profile.name)
         run = training.VQGANRun(model=tiny_vqgan(), discriminator=None, folder=training.vqgan_folder(profile))
         training.save_trained(run)
