@@ -175,17 +175,21 @@ def test_cli_train_gan_decoder_reports_the_run(tmp_path, monkeypatch, capsys):
     import facegen.gan_decoder as gan_decoder
     from facegen.cli import main
 
-    seen = {}
+    import facegen.pipeline as pipeline
 
-    def fake_train(profile, steps=None, resume=True):
-        seen.update(profile=profile.name, steps=steps, resume=resume)
+    seen, base, perceptual = {}, tiny_vqvae(), object()
+    monkeypatch.setattr(pipeline, "ensure_vqvae", lambda profile: base)  # the prerequisites the CLI hands over
+    monkeypatch.setattr(pipeline, "perceptual_classifier", lambda profile: perceptual)
+
+    def fake_train(profile, vqvae, classifier, steps=None, resume=True):
+        seen.update(profile=profile.name, steps=steps, resume=resume, vqvae=vqvae, classifier=classifier)
         return GANDecoderRun(model=None, averaged=None, discriminator=None, folder=tmp_path, base_fingerprint="f",
                              perceptual="P", history=[{}] * 3, seconds=90,
                              validation=[{"psnr": 26.5, "ssim": 0.75, "sharpness": 0.9}])
 
     monkeypatch.setattr(gan_decoder, "train_gan_decoder", fake_train)
     assert main(["train-gan-decoder", "--profile", "ci", "--steps", "3", "--restart"]) == 0
-    assert seen == {"profile": "ci", "steps": 3, "resume": False}
+    assert seen == {"profile": "ci", "steps": 3, "resume": False, "vqvae": base, "classifier": perceptual}
     out = capsys.readouterr().out
     assert "3 steps, 1.5 min; validation PSNR 26.50 dB, SSIM 0.750, sharpness 0.90; perceptual loss: P" in out
 

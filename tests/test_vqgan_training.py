@@ -133,7 +133,7 @@ def test_ensure_vqgan_trains_once_then_loads(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("FACEGEN_ARTIFACTS", str(tmp_path))
     perceptual = object()  # the perceptual network ensure_vqgan hands over (the classifier, unless LPIPS is there)
-    monkeypatch.setattr(pipeline, "_perceptual_classifier", lambda profile, progress: perceptual)
+    monkeypatch.setattr(pipeline, "perceptual_classifier", lambda profile, progress: perceptual)
     calls = []
 
     def fake_train(profile, classifier, progress=True):  # the loop is tested above; here: what ensure_vqgan does
@@ -155,16 +155,19 @@ def test_cli_train_vqgan_reports_the_run(tmp_path, monkeypatch, capsys):
     import facegen.vqgan_training as training
     from facegen.cli import main
 
-    seen = {}
+    import facegen.pipeline as pipeline
 
-    def fake_train(profile, steps=None, resume=True):
-        seen.update(profile=profile.name, steps=steps, resume=resume)
+    seen, perceptual = {}, object()
+    monkeypatch.setattr(pipeline, "perceptual_classifier", lambda profile: perceptual)  # what the CLI hands over
+
+    def fake_train(profile, classifier, steps=None, resume=True):
+        seen.update(profile=profile.name, steps=steps, resume=resume, classifier=classifier)
         return training.VQGANRun(model=None, discriminator=None, folder=tmp_path, perceptual="P", history=[{}] * 3,
                                  validation=[{"psnr": 21.5, "ssim": 0.61, "usage": 0.5}], seconds=90)
 
     monkeypatch.setattr(training, "train_vqgan", fake_train)
     assert main(["train-vqgan", "--profile", "ci", "--steps", "3", "--restart"]) == 0
-    assert seen == {"profile": "ci", "steps": 3, "resume": False}
+    assert seen == {"profile": "ci", "steps": 3, "resume": False, "classifier": perceptual}
     out = capsys.readouterr().out
     assert "3 steps, 1.5 min; validation PSNR 21.50 dB, SSIM 0.610, 50% of codes used; perceptual loss: P" in out
 
