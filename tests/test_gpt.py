@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from facegen import gpt
-from facegen.train.engine import SettingsChanged, resolve_mixed_precision
+from facegen.train.engine import SettingsChanged
 from facegen.config import get_profile
 from facegen.tokenize_dataset import FINGERPRINT_FILE, TokenInfo, split_table, tokens_folder
 from facegen.tokens import Vocabulary
@@ -125,13 +125,6 @@ def test_training_flops_per_token_by_hand_for_the_cpu_profile():
     non_embedding = 4 * (12 * 192 ** 2 + 13 * 192) + 2 * 192  # 4 blocks of 192 wide, then the final LayerNorm
     expected = 6 * (non_embedding + 570 * 192) + 12 * 4 * 277 * 192
     assert gpt.training_flops_per_token(config) == expected == 13_888_512
-
-
-def test_mixed_precision_is_bf16_on_cuda_and_off_on_cpu():
-    assert resolve_mixed_precision("auto", cuda=False) == "no"
-    assert resolve_mixed_precision("fp16", cuda=False) == "fp16"  # explicit settings are kept
-    with pytest.raises(ValueError, match="mixed_precision must be one of"):
-        resolve_mixed_precision("fp8")
 
 
 def test_weight_decay_only_on_matrices():
