@@ -8,7 +8,7 @@ STAMP := $(VENV)/.facegen-installed
 # pip on these machines prints one warning per local index folder it skips; they are noise, not errors.
 PIP_NOISE := is ignored: it is neither a file nor a directory
 
-.PHONY: install course book test unit nbval lab bench clean distclean
+.PHONY: install course book test unit nbval lab bench gpu-check clean distclean
 
 install: $(STAMP)
 
@@ -42,6 +42,14 @@ bench: install
 	$(PY) benchmarks/bench_vqvae.py --profile cpu
 	$(PY) benchmarks/bench_gpt.py --profile cpu
 	$(PY) benchmarks/bench_sampling.py --profile cpu
+
+## The gpu profile end to end on fresh SynthFaces with capped steps: per-stage time, throughput, GPT MFU against a
+## bf16 matmul peak measured in the same run, peak GPU memory, and a PNG of samples (artifacts/gpu-check/). About
+## 5 minutes on one H200; without CUDA it runs a tiny version (ci-sized models, a few steps) in a minute or two.
+## On a machine whose Python already has torch, transformers, accelerate and datasets (a GPU box, Colab) the same is
+## `python benchmarks/gpu_check.py` from the checkout, without the .venv.
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py --out artifacts/gpu-check
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/
