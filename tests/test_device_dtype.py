@@ -482,3 +482,24 @@ def test_classifier_and_gpt_losses_under_autocast():
         lm = gpt_loss(gpt, sequences(2), VOCAB)
     (bce + lm).backward()
     assert fp32_and_finite(bce, lm)
+
+
+# ======================================================================================== the pipeline's loaders
+
+
+def test_loaders_put_models_on_the_device_asked_for_and_default_to_the_profiles(tmp_path, monkeypatch):
+    from facegen import pipeline
+    from facegen.classifier import classifier_folder
+    from facegen.vqvae_training import MODEL_DIR, vqvae_folder
+
+    monkeypatch.setenv("FACEGEN_ARTIFACTS", str(tmp_path))
+    profile = get_profile("ci")
+    tiny_vqvae().save_pretrained(vqvae_folder(profile) / MODEL_DIR)
+    tiny_classifier().save_pretrained(classifier_folder(profile))
+    assert profile.device == "cpu"  # no GPU here: the default
+    assert next(pipeline.ensure_vqvae(profile, progress=False).parameters()).device.type == "cpu"
+    with fake_cuda() as cuda:
+        vqvae = pipeline.ensure_vqvae(profile, progress=False, device="cuda")
+        classifier = pipeline.ensure_classifier(profile, progress=False, device="cuda")
+        assert cuda.on_device(list(vqvae.parameters()) + list(classifier.parameters()))
+        assert not vqvae.training and not classifier.training
