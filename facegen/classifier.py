@@ -31,9 +31,11 @@ from facegen import metrics
 from facegen.attributes import CELEBA_ATTRIBUTES, CONDITIONING_ATTRIBUTES, attribute_index
 from facegen.checkpoint import atomic_write_json, load_model_folder
 from facegen.config import Profile, get_profile
+from facegen.data.streaming import is_image_batch_source
 from facegen.data.transforms import from_uint8
 from facegen.train.engine import Engine, cpu_copy
-from facegen.train.schedule import batch_indices, cosine_with_warmup, step_generator, warmup_steps
+from facegen.train.batches import step_batches
+from facegen.train.schedule import cosine_with_warmup, step_generator, warmup_steps
 
 METRICS = "metrics.json"
 HISTORY = "history.json"
@@ -41,6 +43,7 @@ MAX_SHIFT = 4  # augmentation: random translations of up to this many pixels (no
 VALIDATIONS_PER_RUN = 4  # validate and checkpoint this many times per run (and checkpoint at `stop_after`)
 WEIGHT_DECAY = 0.01
 POSITIVE_WEIGHT_POWER = 0.5  # see `positive_weights`
+STREAMED_VALID = 4096  # validation faces of a streamed split (CelebA's 19,867 would take ~1 GB decoded)
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
@@ -208,6 +211,8 @@ def train_classifier(profile: Profile | None = None, train: tuple[torch.Tensor, 
     valid_images, valid_attributes = valid if valid is not None else _load_split(profile, "valid", progress)
     _check_split(train_images, train_attributes, "train")
     _check_split(valid_images, valid_attributes, "valid")
+    if not torch.is_tensor(valid_images):  # streamed (real CelebA): score a fixed subset, decoded once
+        valid_images, valid_attributes = valid_images[:STREAMED_VALID], valid_attributes[:STREAMED_VALID]
     train_targets = targets_from_celeba(train_attributes).float()
     pos_weight = positive_weights(train_targets)
 
@@ -221,11 +226,12 @@ def train_classifier(profile: Profile | None = None, train: tuple[torch.Tensor, 
         scheduler = cosine_with_warmup(optimizer, warmup=warmup_steps(engine.total, 50), total=engine.total)
         model, optimizer, scheduler = engine.prepare(model=model, optimizer=optimizer, scheduler=scheduler)
         train_targets, pos_weight = train_targets.to(engine.device), pos_weight.to(engine.device)
+        batches = step_batches(train_images, engine.start, engine.end, cfg.batch_size, cfg.seed, engine.device,
+                               profile.data.num_workers)
         model.train()
-        for step in engine.steps():
-            index = batch_indices(step, len(train_images), cfg.batch_size, cfg.seed)
-            x = from_uint8(train_images[index].to(engine.device, non_blocking=True))
-            x = random_shift(x, MAX_SHIFT, step_generator(cfg.seed, step)).contiguous(memory_format=torch.channels_last)
+        for step, (index, batch) in zip(engine.steps(), batches):
+            x = random_shift(from_uint8(batch), MAX_SHIFT, step_generator(cfg.seed, step))
+            x = x.contiguous(memory_format=torch.channels_last)
             with engine.autocast():
                 loss = classifier_loss(model, x, train_targets[index.to(engine.device)], pos_weight)
             engine.optimize(loss, optimizer, scheduler)
@@ -256,10 +262,10 @@ def _load_split(profile: Profile, split: str, progress: bool) -> tuple[torch.Ten
     return load_images(profile, split, attributes=True, progress=progress)
 
 
-def _check_split(images: torch.Tensor, attributes: torch.Tensor, name: str) -> None:
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"train_classifier: {name} images must be uint8 (N, 3, H, W), "
-                         f"got {images.dtype} {tuple(images.shape)}")
+def _check_split(images, attributes: torch.Tensor, name: str) -> None:
+    if not is_image_batch_source(images):
+        got = f"{images.dtype} {tuple(images.shape)}" if torch.is_tensor(images) else type(images).__name__
+        raise ValueError(f"train_classifier: {name} images must be uint8 (N, 3, H, W) (or a FaceImages), got {got}")
     if len(attributes) != len(images):
         raise ValueError(f"train_classifier: {name} has {len(images)} images but {len(attributes)} attribute rows")
 

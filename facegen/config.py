@@ -29,6 +29,9 @@ class DataConfig:
     image_size: int = 128  # side of the square model input, after cropping to the face
     seed: int = 0
     num_workers: int = 0  # DataLoader workers; 0 keeps notebooks simple and deterministic
+    # True: trainers get each split as a FaceImages (decoded per batch by `num_workers` DataLoader workers) instead
+    # of one uint8 tensor in RAM; real CelebA's training split would take ~8 GB as a tensor
+    stream: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,7 @@ PROFILES: dict[str, Profile] = {
     "gpu": Profile(
         name="gpu",
         description="real CelebA at the seed's scale: GPT-2 small (12x768), AMP, batch 40 x 2, 5 epochs",
-        data=DataConfig(source="celeba", n_images=0, num_workers=4),
+        data=DataConfig(source="celeba", n_images=0, num_workers=4, stream=True),
         vqvae=VQVAEConfig(embed_dim=64, hidden=128, n_res_blocks=2, steps=20000, batch_size=64, lr=1e-3,
                           val_every=1000),
         gpt=GPTConfig(n_layer=12, n_embd=768, n_head=12, dropout=0.1, lr=2e-4, weight_decay=0.01,

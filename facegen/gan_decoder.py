@@ -38,7 +38,7 @@ from facegen.data.transforms import from_uint8
 from facegen.viz import save_image_grid
 from facegen.vqgan_losses import NLayerDiscriminator, generator_loss
 from facegen.train.engine import Engine, cpu_copy
-from facegen.train.schedule import batch_indices
+from facegen.train.batches import step_batches
 from facegen.vqgan_training import discriminator_loss, perceptual_loss_for
 from facegen.vqvae import VQVAE
 from facegen.vqvae_training import load_vqvae, vqvae_folder
@@ -133,8 +133,10 @@ def train_gan_decoder(profile: Profile | None = None, vqvae: VQVAE | None = None
         last_layer = decoder_last_layer(model)
         model.decoder.train()
         discriminator.train()
-        for step in engine.steps():
-            x = _batch(train_images, step, cfg).to(engine.device)
+        batches = step_batches(train_images, engine.start, engine.end, cfg.batch_size, cfg.seed, engine.device,
+                               profile.data.num_workers)
+        for step, (_, batch) in zip(engine.steps(), batches):
+            x = from_uint8(batch).contiguous(memory_format=torch.channels_last)
             gan_on = step >= cfg.disc_start
             with engine.autocast():
                 terms = decoder_terms(model, decoder, discriminator, perceptual, x, gan_on, last_layer, cfg)
@@ -159,12 +161,6 @@ def train_gan_decoder(profile: Profile | None = None, vqvae: VQVAE | None = None
         if engine.finished and engine.is_main:
             save_trained(run)
     return run
-
-
-def _batch(images: Tensor, step: int, cfg) -> Tensor:
-    """The training batch of `step` as floats in [-1, 1]: a pure function of (seed, step)."""
-    index = batch_indices(step, len(images), cfg.batch_size, cfg.seed)
-    return from_uint8(images[index]).contiguous(memory_format=torch.channels_last)
 
 
 def decoder_terms(model: VQVAE, decoder: nn.Module, discriminator: nn.Module, perceptual: nn.Module, x: Tensor,

@@ -36,6 +36,7 @@ from facegen.viz import save_image_grid
 from facegen.vqgan import VQGAN, load_vqgan
 from facegen.vqgan_losses import NLayerDiscriminator, generator_loss, hinge_d_loss, make_perceptual_loss
 from facegen.train.engine import Engine, cpu_copy
+from facegen.train.batches import step_batches
 from facegen.train.schedule import batch_indices, cosine_with_warmup, step_generator, warmup_steps
 
 MODEL_DIR = "model"  # config.json + model.safetensors, readable by facegen.vqgan.load_vqgan
@@ -142,13 +143,16 @@ def train_vqgan(profile: Profile | None = None, train_images: Tensor | None = No
             scheduler_g=scheduler_g)
         perceptual.to(engine.device)
         plain = engine.unwrap(model)
-        if engine.start == 0:
-            init_codebook(plain, _batch(train_images, profile, step=0, n=KMEANS_IMAGES).to(engine.device))
+        if engine.start == 0:  # k-means on the encoder outputs of the first images of step 0's order
+            first = train_images[batch_indices(0, len(train_images), KMEANS_IMAGES, cfg.seed)]
+            init_codebook(plain, crops(first.to(engine.device), cfg, step=0))
         counts = engine.extra["code_counts"] = engine.extra["code_counts"].to(engine.device)
         model.train()
         discriminator.train()
-        for step in engine.steps():
-            x = _batch(train_images, profile, step).to(engine.device)
+        batches = step_batches(train_images, engine.start, engine.end, cfg.batch_size, cfg.seed, engine.device,
+                               profile.data.num_workers)
+        for step, (_, batch) in zip(engine.steps(), batches):
+            x = crops(batch, cfg, step)
             gan_on = step >= cfg.disc_start
             with engine.autocast():
                 terms = generator_terms(model, discriminator, perceptual, x, gan_on, cfg)
@@ -193,11 +197,10 @@ def perceptual_loss_for(profile: Profile, classifier: nn.Module | None) -> nn.Mo
     return make_perceptual_loss(classifier)
 
 
-def _batch(images: Tensor, profile: Profile, step: int, n: int | None = None) -> Tensor:
-    """The (cropped) training batch of `step` as floats in [-1, 1]: a pure function of (seed, step)."""
-    cfg = profile.vqgan
-    index = batch_indices(step, len(images), n or cfg.batch_size, cfg.seed)
-    x = random_crops(from_uint8(images[index]), cfg.crop_size, step_generator(cfg.seed, step))
+def crops(batch: Tensor, cfg, step: int) -> Tensor:
+    """A uint8 training batch as floats in [-1, 1], randomly cropped to `cfg.crop_size`: the crops are a pure function
+    of (seed, step), drawn on the CPU so every device crops alike."""
+    x = random_crops(from_uint8(batch), cfg.crop_size, step_generator(cfg.seed, step))
     return x.contiguous(memory_format=torch.channels_last)
 
 

@@ -20,7 +20,8 @@ from facegen.checkpoint import atomic_folder, atomic_write_json, load_model_fold
 from facegen.config import Profile, get_profile
 from facegen.data.transforms import from_uint8
 from facegen.train.engine import Engine, cpu_copy
-from facegen.train.schedule import batch_indices, cosine_with_warmup, warmup_steps
+from facegen.train.batches import step_batches
+from facegen.train.schedule import cosine_with_warmup, warmup_steps
 from facegen.viz import save_image_grid
 from facegen.vqvae import VQVAE
 
@@ -75,7 +76,8 @@ def vqvae_step(model: VQVAE, x: torch.Tensor) -> dict[str, torch.Tensor]:
 def train_vqvae(profile: Profile | None = None, train_images: torch.Tensor | None = None,
                 val_images: torch.Tensor | None = None, folder: Path | None = None, steps: int | None = None,
                 stop_after: int | None = None, resume: bool = True, progress: bool = True) -> VQVAERun:
-    """Train (or resume training) the profile's VQ-VAE on uint8 images (N, 3, S, S), on the profile's device.
+    """Train (or resume training) the profile's VQ-VAE on uint8 images (N, 3, S, S) (a tensor, or a streamed
+    `FaceImages`), on the profile's device.
 
     `stop_after` ends the run early at that step (a checkpoint is written there), as an interruption would;
     `resume=False` starts over, replacing the checkpoint. Without images, the profile's dataset is loaded (and
@@ -99,10 +101,11 @@ def train_vqvae(profile: Profile | None = None, train_images: torch.Tensor | Non
                 items_per_step=cfg.batch_size, stop_after=stop_after, resume=resume, progress=progress) as engine:
         scheduler = cosine_with_warmup(optimizer, warmup=warmup_steps(engine.total, 100), total=engine.total)
         model, optimizer, scheduler = engine.prepare(model=model, optimizer=optimizer, scheduler=scheduler)
+        batches = step_batches(train_images, engine.start, engine.end, cfg.batch_size, cfg.seed, engine.device,
+                               profile.data.num_workers)
         model.train()
-        for step in engine.steps():
-            batch = train_images[batch_indices(step, len(train_images), cfg.batch_size, cfg.seed)]
-            x = from_uint8(batch.to(engine.device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+        for step, (_, batch) in zip(engine.steps(), batches):
+            x = from_uint8(batch).contiguous(memory_format=torch.channels_last)
             with engine.autocast():
                 terms = vqvae_step(model, x)
             engine.optimize(terms["loss"], optimizer, scheduler)

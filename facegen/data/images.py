@@ -86,13 +86,19 @@ def load_images(profile: Profile | None = None, split: str = "train", attributes
     """All images of a split as a uint8 tensor (N, 3, S, S) (and the int8 attributes (N, 40) with `attributes=True`).
 
     Decoding JPEGs is the slow part of CPU training, so the tensors are cached in the profile's artifacts, keyed by
-    the size and modification time of the dataset's attribute file."""
+    the size and modification time of the dataset's attribute file. With `profile.data.stream` (real CelebA) the
+    split is a `FaceImages` instead, indexed like the tensor but decoded per batch: nothing is held in memory."""
     import torch
 
     from facegen.data.dataset import open_dataset, preload
 
     profile = profile or get_profile()
     folder = ensure_synthfaces(profile, progress=progress)
+    if profile.data.stream:
+        from facegen.data.streaming import FaceImages
+
+        images = FaceImages(open_dataset(profile, split))
+        return (images, images.attributes) if attributes else images
     key = _data_key(profile, folder)
     cache = profile.artifacts / "cache" / f"{split}-{profile.data.image_size}-{key}.pt"
     cached = None
