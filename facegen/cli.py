@@ -180,8 +180,12 @@ def _cmd_train_gpt(args: argparse.Namespace) -> int:
     profile = get_profile(args.profile)
     if PartialState().is_main_process:  # under `accelerate launch`, one process speaks
         print(describe(profile))
+    from facegen.pipeline import ensure_tokens
+
+    with PartialState().main_process_first():  # the main process builds missing tokens; the others then read them
+        splits = ensure_tokens(profile, progress=PartialState().is_main_process)
     with _writing(gpt_folder(profile), "the GPT"):
-        run = train_gpt(profile, steps=args.steps, resume=not args.restart)
+        run = train_gpt(profile, splits=splits, steps=args.steps, resume=not args.restart)
     if run.is_main_process:
         saved = run.folder / MODEL_DIR / METADATA_FILE
         if saved.is_file():
@@ -195,8 +199,12 @@ def _cmd_train_gan_decoder(args: argparse.Namespace) -> int:
 
     profile = get_profile(args.profile)
     print(describe(profile))
+    from facegen.pipeline import ensure_vqvae, perceptual_classifier
+
+    vqvae, classifier = ensure_vqvae(profile), perceptual_classifier(profile)
     with _writing(gan_decoder_folder(profile), "the GAN-tuned decoder"):
-        run = train_gan_decoder(profile, steps=args.steps, resume=not args.restart)
+        run = train_gan_decoder(profile, vqvae=vqvae, classifier=classifier, steps=args.steps,
+                                resume=not args.restart)
     if run.validation:
         last = run.validation[-1]
         print(f"GAN-tuned decoder in {run.folder}: {len(run.history)} steps, {run.seconds / 60:.1f} min; validation "
@@ -211,8 +219,11 @@ def _cmd_train_vqgan(args: argparse.Namespace) -> int:
 
     profile = get_profile(args.profile)
     print(describe(profile))
+    from facegen.pipeline import perceptual_classifier
+
+    classifier = perceptual_classifier(profile)
     with _writing(vqgan_folder(profile), "the small VQGAN"):
-        run = train_vqgan(profile, steps=args.steps, resume=not args.restart)
+        run = train_vqgan(profile, classifier=classifier, steps=args.steps, resume=not args.restart)
     if run.validation:
         last = run.validation[-1]
         print(f"small VQGAN in {run.folder}: {len(run.history)} steps, {run.seconds / 60:.1f} min; validation "
@@ -239,7 +250,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from facegen.config import get_profile
     from facegen.pipeline import ensure_gpt, ensure_vqvae
     from facegen.sampling import sample_faces
-    from facegen.viz import save_image_grid
+    from facegen.checkpoint import atomic_file
+    from facegen.viz import image_grid
 
     profile = get_profile(args.profile)
     gpt = ensure_gpt(profile)
@@ -249,7 +261,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                          progress=True)
     seconds = time.perf_counter() - began
-    out = save_image_grid(faces, Path(args.out), nrow=math.ceil(math.sqrt(args.n)))
+    out = Path(args.out)
+    with atomic_file(out) as f:  # a unique temporary name; a full disk is one error and leaves nothing
+        image_grid(faces, nrow=math.ceil(math.sqrt(args.n))).save(f, format="PNG")
     asked = ", ".join(f"{name}={value}" for name, value in attributes.items()) or "nothing (unconditional)"
     print(f"{args.n} faces asked for {asked} (guidance {args.guidance:g}, seed {args.seed}) in {seconds:.1f} s "
           f"-> {out}")

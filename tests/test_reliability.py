@@ -358,14 +358,14 @@ def test_the_gpu_profile_without_celeba_points_to_the_readme(tmp_path, monkeypat
 
 
 def test_a_non_utf8_attribute_file_on_the_training_path_is_one_error_naming_it(tmp_path, monkeypatch, celeba):
-    from facegen.data.celeba import CelebAFormatError
     from facegen.pipeline import load_images
 
     attr = celeba.root / "list_attr_celeba.txt"
     attr.write_bytes(attr.read_bytes().replace(b"Bald", b"B\xe4ld"))
-    profile = ci_with_data(tmp_path, monkeypatch, celeba.root).replace(data={"source": "celeba"})
-    with pytest.raises(CelebAFormatError, match=r"list_attr_celeba.txt, line 2: not a text file \(invalid UTF-8\)"):
-        load_images(profile, "train", progress=False)
+    for source in ("synthfaces", "celeba"):  # the ci profile (was a bare codec error) and the gpu profile's reader
+        profile = ci_with_data(tmp_path, monkeypatch, celeba.root).replace(data={"source": source})
+        with pytest.raises(ValueError, match=r"list_attr_celeba.txt, line 2: not a text file \(invalid UTF-8\)"):
+            load_images(profile, "train", progress=False)
 
 
 def test_data_summary_decodes_every_image_and_reports_each_bad_one(celeba, capsys):
@@ -526,7 +526,15 @@ def test_a_stale_gan_decoder_is_an_error_not_a_silent_refit(tmp_path, monkeypatc
     ["data", "synth", "--n", "20", "--out", "o", "--workers", "0"], ["sample", "--n", "0", "--out", "g.png"],
     ["sample", "--n", "100000", "--out", "g.png"], ["sample", "--seed", "-1", "--out", "g.png"],
 ])
-def test_counts_are_checked_by_the_parser_before_any_work(argv, capsys):
+def test_counts_are_checked_by_the_parser_before_any_work(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FACEGEN_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("FACEGEN_DATA", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    for module, name in [("facegen.pipeline", "ensure_gpt"), ("facegen.pipeline", "ensure_vqvae"),
+                         ("facegen.vqvae_training", "train_vqvae"), ("facegen.gpt", "train_gpt"),
+                         ("facegen.gan_decoder", "train_gan_decoder"), ("facegen.vqgan_training", "train_vqgan"),
+                         ("facegen.data.synthfaces", "generate")]:
+        monkeypatch.setattr(f"{module}.{name}", lambda *a, **k: pytest.fail("worked before checking the arguments"))
     with pytest.raises(SystemExit) as caught:
         main([*argv, "--profile", "ci"] if argv[0] != "data" else argv)
     assert caught.value.code == 2
