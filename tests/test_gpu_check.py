@@ -45,3 +45,33 @@ def test_the_gpu_check_runs_every_stage_on_a_cpu_and_writes_the_samples(tmp_path
     for row in range(3):
         tile = pixels[2 + row * 130: 130 + row * 130, 2:130]
         assert tile.std() > 1.0, f"row {row} of the samples PNG is blank"
+
+
+def test_a_failing_stage_is_reported_the_independent_ones_still_run_and_the_exit_status_is_1(monkeypatch, capsys,
+                                                                                             tmp_path):
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    ran = []
+
+    def stage(name):
+        def run(self):
+            ran.append(name)
+            if name == "tokenize":
+                raise RuntimeError("no datasets here")
+            return {}
+        return run
+
+    for name in STAGES:
+        monkeypatch.setattr(gpu_check.Check, name, stage(name))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    for name in ("FACEGEN_DATA", "FACEGEN_ARTIFACTS"):  # the check sets them: restored after the test
+        monkeypatch.delenv(name, raising=False)
+    assert gpu_check.main(["--tiny", "--out", str(tmp_path / "out")]) == 1
+    log = capsys.readouterr().out
+    assert "[tokenize] FAILED: RuntimeError: no datasets here" in log
+    assert ran == ["data", "peak", "vqvae", "tokenize", "classifier", "gan_decoder"]  # gpt, sample, explorer need it
+    assert "[gpt] skipped: needs tokenize" in log and "[explorer] skipped: needs gpt" in log
+    assert "FAILED or skipped: tokenize, gpt, sample, explorer" in log
