@@ -108,7 +108,8 @@ def laplacian_sharpness(images: Tensor) -> Tensor:
     responses and blur removes them, so a reconstruction's value relative to the original's measures sharpness:
     1 = as sharp as the original, < 1 blurrier. (It also rises with noise: look at the images too.)"""
     grey = images.float().mean(dim=1, keepdim=True)
-    kernel = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]], device=grey.device).reshape(1, 1, 3, 3)
+    kernel = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]], device=grey.device)
+    kernel = kernel.reshape(1, 1, 3, 3)
     return F.conv2d(grey, kernel).abs().mean(dim=(1, 2, 3))
 
 
