@@ -63,6 +63,24 @@ def test_a_full_disk_says_so_names_the_file_and_keeps_the_previous_version(tiny_
     assert torch.load(tiny_disk / "checkpoint.pt", weights_only=False)["step"] == 1
 
 
+def test_a_full_disk_while_saving_token_shards_keeps_the_previous_ones(tiny_disk):
+    import datasets
+    import numpy as np
+
+    from facegen.tokenize_dataset import TokenInfo, _save_atomic, read_token_info, split_table
+
+    def splits(n):
+        codes = torch.from_numpy(np.random.default_rng(0).integers(0, 512, (n, 16, 16)).astype(np.int16))
+        return datasets.DatasetDict({"train": split_table(codes, np.ones((n, 40), np.int8))})
+
+    info = TokenInfo(vqvae="v", data="d", codebook_size=512, grid_size=16)
+    _save_atomic(splits(4), info, tiny_disk / "tokens")
+    before = snapshot(tiny_disk)
+    with pytest.raises(NoSpaceError, match=r"while writing .*tokens; nothing was replaced"):
+        _save_atomic(splits(4000), info, tiny_disk / "tokens")
+    assert snapshot(tiny_disk) == before and read_token_info(tiny_disk / "tokens") == info
+
+
 def test_enospc_from_any_write_is_one_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
     import io
 
