@@ -75,6 +75,11 @@ class GPTConfig:
     # Image positions start as 2-D sinusoids of (row, column) (gpt.grid_position_embeddings). Measured on cpu,
     # 1,000 steps: validation 2.335 vs 2.353 nats/token, guided attribute accuracy 87.8% vs 86.4% (s = 5).
     grid_positions: bool = True
+    # "scratch": every weight starts random. "gpt2": the seed card's route, the transformer blocks start from the
+    # pretrained GPT-2 `pretrained` (a hub name or a save_pretrained folder; needs the same n_layer/n_embd/n_head),
+    # token and position embeddings resized to this vocabulary and length (facegen.gpt.init_from_pretrained)
+    init: str = "scratch"
+    pretrained: str = "gpt2"
     val_every: int = 400
     seed: int = 0
 

@@ -106,14 +106,67 @@ def build_gpt(profile: Profile, vocab: Vocabulary) -> GPT2LMHeadModel:
     With `profile.gpt.grid_positions`, the image positions' embeddings start as `grid_position_embeddings` instead
     of noise: GPT-2 learns positions from scratch and a face is 2-D, so telling each token its row and column from
     step 0 saves the small `cpu` model some of its few steps. They stay ordinary trainable weights, and the model
-    an ordinary GPT2LMHeadModel."""
+    an ordinary GPT2LMHeadModel.
+
+    With `profile.gpt.init == "gpt2"` the model starts from the pretrained GPT-2 instead (`init_from_pretrained`;
+    the pretrained positions are kept, so `grid_positions` does not apply)."""
     config = gpt_config(profile, vocab)
     model = _name_the_loss(GPT2LMHeadModel(config))
+    if profile.gpt.init == "gpt2":
+        init_from_pretrained(model, load_pretrained_gpt2(profile.gpt.pretrained))
+        return model
+    if profile.gpt.init != "scratch":
+        raise ValueError(f"gpt.init must be 'scratch' or 'gpt2', got {profile.gpt.init!r}")
     if profile.gpt.grid_positions:
         wpe = model.transformer.wpe.weight
         grid = grid_position_embeddings(config.n_embd, vocab.grid_size, config.initializer_range)
         with torch.no_grad():
             wpe[vocab.image_start:vocab.image_start + vocab.n_image_tokens] = grid.to(wpe.device)
+    return model
+
+
+def load_pretrained_gpt2(name: str) -> GPT2LMHeadModel:
+    """A pretrained GPT-2 from the Hugging Face hub (e.g. "gpt2", cached after the first download, ~550 MB) or from a
+    local `save_pretrained` folder; one clear error when it cannot be had (offline, a wrong name)."""
+    try:
+        with _quiet_transformers():
+            return GPT2LMHeadModel.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(f"cannot load the pretrained GPT-2 {name!r} (gpt.pretrained): {str(error).splitlines()[0]} "
+                                f"-- without network access, use gpt.init='scratch' or point gpt.pretrained at a "
+                                f"folder written by save_pretrained") from None
+
+
+@torch.no_grad()
+def init_from_pretrained(model: GPT2LMHeadModel, pretrained: GPT2LMHeadModel) -> GPT2LMHeadModel:
+    """Start `model` (our vocabulary and length) from a pretrained GPT-2, the seed card's route:
+
+    - the transformer blocks and the final LayerNorm are copied as they are (they must have the same n_layer, n_embd
+      and n_head): what GPT-2 learnt about attending and composing features is what we hope transfers;
+    - position embeddings: GPT-2's first `n_positions` rows (it has 1,024; a face sequence needs 277);
+    - token embeddings: none of GPT-2's text tokens means anything here, so every row is new, drawn from a Gaussian
+      with the mean and covariance of GPT-2's own token embeddings: same scale and shape as what the blocks were
+      trained to read, but no false meaning. The output layer shares them, as in GPT-2."""
+    ours, theirs = model.config, pretrained.config
+    for name in ("n_layer", "n_embd", "n_head"):
+        if getattr(ours, name) != getattr(theirs, name):
+            raise ValueError(f"init_from_pretrained: the pretrained GPT-2 has {name}={getattr(theirs, name)}, this "
+                             f"model {getattr(ours, name)}; the blocks can only be copied between models of one shape")
+    if theirs.n_positions < ours.n_positions:
+        raise ValueError(f"init_from_pretrained: the pretrained GPT-2 has {theirs.n_positions} positions, fewer than "
+                         f"the {ours.n_positions} a sequence needs")
+    source = pretrained.transformer
+    for ours_module, theirs_module in ((model.transformer.h, source.h), (model.transformer.ln_f, source.ln_f)):
+        ours_module.load_state_dict(theirs_module.state_dict())
+    model.transformer.wpe.weight.copy_(source.wpe.weight[:ours.n_positions])
+    old = source.wte.weight.float()
+    mean = old.mean(dim=0)
+    centred = old - mean
+    covariance = centred.T @ centred / len(old)
+    # a tiny ridge keeps the Cholesky factorisation defined when the embeddings do not span every direction
+    covariance += 1e-6 * covariance.diagonal().mean() * torch.eye(len(mean))
+    draws = torch.distributions.MultivariateNormal(mean, covariance_matrix=covariance).sample((ours.vocab_size,))
+    model.transformer.wte.weight.copy_(draws.to(model.transformer.wte.weight.dtype))
     return model
 
 

@@ -391,3 +391,51 @@ def test_training_in_bf16_mixed_precision_runs_and_keeps_fp32_weights(tmp_path):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = gpt.gpt_loss(run.model, ids, VOCAB)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def tiny_pretrained_gpt2(folder, n_embd=32, offset=0.5):
+    """A stand-in for the hub's GPT-2 saved with save_pretrained: another vocabulary (200 text tokens) and 64
+    positions; its token embeddings are shifted by `offset` so that their statistics are recognisable."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(3)
+    donor = GPT2LMHeadModel(GPT2Config(vocab_size=200, n_positions=64, n_layer=2, n_embd=n_embd, n_head=4))
+    with torch.no_grad():
+        donor.transformer.wte.weight.add_(offset)
+    donor.save_pretrained(folder)
+    return donor
+
+
+def test_gpt2_init_copies_the_blocks_and_draws_new_token_embeddings_like_gpt2s(tmp_path):
+    donor = tiny_pretrained_gpt2(tmp_path / "gpt2")
+    profile = TINY.replace(gpt={"init": "gpt2", "pretrained": str(tmp_path / "gpt2"), "n_layer": 2, "n_embd": 32,
+                                "n_head": 4})
+    torch.manual_seed(0)
+    model = gpt.build_gpt(profile, VOCAB)
+    for key, value in donor.transformer.h.state_dict().items():
+        assert torch.equal(model.transformer.h.state_dict()[key], value), key
+    assert torch.equal(model.transformer.ln_f.weight, donor.transformer.ln_f.weight)
+    assert torch.equal(model.transformer.wpe.weight, donor.transformer.wpe.weight[:VOCAB.length])
+    wte = model.transformer.wte.weight
+    assert wte.shape == (VOCAB.size, 32) and model.lm_head.weight is wte  # tied, as in GPT-2
+    # new rows: GPT-2's mean (0.5 per channel here) and spread (init std 0.02), not copies of its text tokens
+    assert abs(wte.mean().item() - 0.5) < 0.01 and 0.01 < wte.std(dim=0).mean().item() < 0.03
+    assert not any(torch.equal(row, donor.transformer.wte.weight[i]) for i, row in enumerate(wte))
+    ids = gpt.encode_split(tiny_splits()["valid"], VOCAB)[:2].long()
+    assert math.isfinite(gpt.gpt_loss(model, ids, VOCAB).item())
+
+
+def test_gpt2_init_trains_and_names_what_does_not_fit(tmp_path, monkeypatch):
+    tiny_pretrained_gpt2(tmp_path / "gpt2")
+    fits = TINY.replace(gpt={"init": "gpt2", "pretrained": str(tmp_path / "gpt2"), "n_layer": 2, "n_embd": 32,
+                             "n_head": 4, "steps": 6})
+    run = gpt.train_gpt(fits, tiny_splits(), folder=tmp_path / "run", vocab=VOCAB, progress=False,
+                        vqvae_fingerprint="x")
+    assert run.history[-1]["loss"] < run.history[0]["loss"]
+    with pytest.raises(ValueError, match="the pretrained GPT-2 has n_embd=32, this model 64"):
+        gpt.build_gpt(fits.replace(gpt={"n_embd": 64}), VOCAB)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match=r"cannot load the pretrained GPT-2 .*gpt.init='scratch'"):
+        gpt.build_gpt(fits.replace(gpt={"pretrained": str(tmp_path / "missing")}), VOCAB)
+    with pytest.raises(ValueError, match="gpt.init must be 'scratch' or 'gpt2'"):
+        gpt.build_gpt(TINY.replace(gpt={"init": "bert"}), VOCAB)
