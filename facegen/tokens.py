@@ -212,8 +212,9 @@ class Vocabulary:
 
     def _celeba_attribute_ids(self, matrix: torch.Tensor) -> torch.Tensor:
         """(B, 40) of -1/1 -> (B, n_attributes) ids: <Name=1> where 1, <Name=0> where -1."""
-        columns = torch.tensor([CELEBA_ATTRIBUTES.index(name) for name in self.attributes], dtype=torch.long)
-        base = self.first_attribute_id + len(VALUES) * torch.arange(self.n_attributes)
+        columns = torch.tensor([CELEBA_ATTRIBUTES.index(name) for name in self.attributes], dtype=torch.long,
+                               device=matrix.device)
+        base = self.first_attribute_id + len(VALUES) * torch.arange(self.n_attributes, device=matrix.device)
         return base + (matrix[:, columns] == 1).long()
 
     def _check_codes(self, codes: torch.Tensor, batched: bool) -> torch.Tensor:
@@ -230,10 +231,11 @@ class Vocabulary:
         return codes.long()
 
     def _assemble(self, attribute_ids: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        batch = len(codes)
-        column = lambda token_id: torch.full((batch, 1), token_id, dtype=torch.long)  # noqa: E731
-        return torch.cat([column(self.start_face_id), attribute_ids, column(self.start_generation_id), codes,
-                          column(self.end_generation_id)], dim=1)
+        """The sequences, on the codes' device (the attribute ids are small and may come from the CPU)."""
+        batch, device = len(codes), codes.device
+        column = lambda token_id: torch.full((batch, 1), token_id, dtype=torch.long, device=device)  # noqa: E731
+        return torch.cat([column(self.start_face_id), attribute_ids.to(device), column(self.start_generation_id),
+                          codes, column(self.end_generation_id)], dim=1)
 
     # --- decoding --------------------------------------------------------------------------------------------------
 

@@ -130,9 +130,6 @@ def test_input_free_builders_give_cpu_tensors_of_the_right_dtype():
     assert VOCAB.attribute_ids(None).dtype == torch.long and sequences().dtype == torch.long
 
 
-@pytest.mark.xfail(reason="tokens.Vocabulary._assemble builds its <START>/<END> columns and the attribute ids on "
-                          "the CPU, so encode_batch of codes on CUDA fails (nothing calls it that way yet: the "
-                          "trainer encodes CPU rows, then moves them)", raises=FakeDeviceError, strict=False)
 def test_encode_batch_of_codes_on_the_device_stays_there():
     codes = torch.randint(0, VOCAB.codebook_size, (2, 16))
     with fake_cuda() as cuda:
