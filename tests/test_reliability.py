@@ -311,6 +311,10 @@ def test_a_folder_of_other_files_is_never_filled_with_synthfaces(tmp_path, monke
         ensure_synthfaces(profile, progress=False)
     assert names(home) == ["thesis.tex"]
     assert main(["tokenize", "--profile", "ci"]) == 2  # the CLI: one line, no traceback
+    thesis = ci_with_data(tmp_path, monkeypatch, home / "thesis.tex")
+    with pytest.raises(ArtifactError, match=r"thesis.tex \(the profile's data folder; FACEGEN_DATA\) is a file"):
+        ensure_synthfaces(thesis, progress=False)
+    assert (home / "thesis.tex").read_text() == "mine"
 
 
 def test_data_synth_refuses_a_celeba_folder_it_did_not_make(tmp_path, make_celeba, capsys):
@@ -371,7 +375,7 @@ def test_the_gpu_profile_without_celeba_points_to_the_readme(tmp_path, monkeypat
     for missing in ("no folder", "empty folder"):
         if missing == "empty folder":
             (tmp_path / "celeba").mkdir()
-        with pytest.raises(FileNotFoundError, match=r"CelebA not found in .*celeba.*data/README.md.*FACEGEN_PROFILE=cpu"):
+        with pytest.raises(FileNotFoundError, match=r"CelebA not found in .*data/README.md.*FACEGEN_PROFILE=cpu"):
             load_images(profile, "train", progress=False)
 
 

@@ -9,6 +9,16 @@ from facegen.config import Profile, get_profile
 from facegen.notes import note
 
 
+_noted: set[str] = set()
+
+
+def _note_once(text: str) -> None:
+    """A note about the data that every later call (each split, each stage) would repeat: said once per process."""
+    if text not in _noted:
+        _noted.add(text)
+        note(text)
+
+
 def synthfaces_complete(folder: Path, n_images: int) -> bool:
     """True when `folder` holds a finished SynthFaces set of `n_images` (the attr file is written last)."""
     attr_file = folder / "list_attr_celeba.txt"
@@ -34,13 +44,18 @@ def ensure_synthfaces(profile: Profile | None = None, progress: bool = True) -> 
     from facegen.data import synthfaces
 
     n, seed = profile.data.n_images, profile.data.seed
+    if folder.exists() and not folder.is_dir():
+        from facegen.errors import ArtifactError
+
+        raise ArtifactError(f"{folder} (the profile's data folder; FACEGEN_DATA) is a file; expected a folder: a new "
+                            "or empty one (SynthFaces are generated there) or one holding a dataset in the CelebA layout")
     marker = synthfaces.read_marker(folder)
     if marker is not None:
         done = synthfaces_complete(folder, marker.get("n"))
         if done and marker.get("profile") != profile.name:  # made by hand or for another profile: the user's choice
             if marker.get("n") != n or marker.get("seed") != seed:
-                note(f"using the {marker.get('n'):,} SynthFaces (seed {marker.get('seed')}) in {folder} as they are "
-                     f"(profile {profile.name!r} would generate {n:,} with seed {seed})")
+                _note_once(f"using the {marker.get('n'):,} SynthFaces (seed {marker.get('seed')}) in {folder} as "
+                           f"they are (profile {profile.name!r} would generate {n:,} with seed {seed})")
             return folder
         if done and marker.get("n") == n and marker.get("seed") == seed:
             return folder
@@ -73,8 +88,9 @@ def _refuse_or_adopt(folder: Path, profile: Profile) -> None:
         except CelebAFormatError as error:
             raise ArtifactError(f"{folder} holds a CelebA-layout dataset that facegen did not generate (no "
                                 f"{MARKER_FILE}) and cannot read ({error}); {todo}") from None
-        note(f"using the {len(index):,}-image CelebA-layout dataset in {folder} as it is (not SynthFaces that facegen "
-             f"generated: profile {profile.name!r} would make {profile.data.n_images:,}; facegen never rewrites it)")
+        _note_once(f"using the {len(index):,}-image CelebA-layout dataset in {folder} as it is (not SynthFaces that "
+                   f"facegen generated: profile {profile.name!r} would make {profile.data.n_images:,}; facegen never "
+                   "rewrites it)")
         return
     found = sorted(p.name for p in folder.iterdir())
     shown = ", ".join(found[:5]) + (f", ... ({len(found)} entries)" if len(found) > 5 else "")
