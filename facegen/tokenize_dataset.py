@@ -40,6 +40,7 @@ from facegen.config import Profile, get_profile
 from facegen.data.celeba import ATTR_FILE, IMAGE_DIR, PARTITION_FILE
 from facegen.data.dataset import FaceDataset, open_dataset
 from facegen.data.transforms import from_uint8
+from facegen.notes import note
 from facegen.vqvae import VQVAE
 
 FORMAT_VERSION = 1  # bump when the columns change: older token folders are then rebuilt
@@ -247,8 +248,7 @@ def tokenize_dataset(profile: Profile | None = None, vqvae: VQVAE | None = None,
     fingerprints = {"vqvae": vqvae_fingerprint(vqvae), "data": data_fingerprint(profile)}
     reason = _stale_reason(read_token_info(out_dir), **fingerprints)
     if reason is not None:
-        print(f"[facegen] tokenizing the {profile.name!r} dataset with the VQ-VAE into {out_dir} ({reason})",
-              flush=True)
+        note(f"tokenizing the {profile.name!r} dataset with the VQ-VAE into {out_dir} ({reason})")
         splits, info = _encode_splits(profile, vqvae, fingerprints, progress, batch_size)
         _save_atomic(splits, info, out_dir)
     with _quiet_datasets():
