@@ -115,11 +115,66 @@ def _failure(notebook, path: Path, profile_name: str, error: Exception) -> Noteb
                           f"(the partly executed notebook is in {failed})")
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def _progress_text(model_id: str, state: dict) -> str | None:
+    """The line a tqdm notebook bar (an HBox of HTML, FloatProgress, HTML) finally showed, as tqdm prints it in a
+    terminal ("tokenizing train: 100%|██████████| 4800/4800 [00:24<00:00, 182.19img/s]"); None for other widgets."""
+    import html
+
+    box = state.get(model_id, {})
+    children = [state.get(str(child).removeprefix("IPY_MODEL_"), {}) for child in box.get("state", {}).get("children", [])]
+    if box.get("model_name") != "HBoxModel" or [c.get("model_name") for c in children] != [
+            "HTMLModel", "FloatProgressModel", "HTMLModel"]:
+        return None
+    left, bar, right = (c.get("state", {}) for c in children)
+    fraction = min(max(float(bar.get("value", 0)) / float(bar.get("max", 1) or 1), 0.0), 1.0)
+    filled = round(10 * fraction)
+    text = html.unescape(f"{left.get('value', '')}|{'█' * filled}{' ' * (10 - filled)}|{right.get('value', '')}")
+    return text.replace("\u2007", " ")
+
+
+def _hidden(model_id, state: dict) -> bool:
+    """True when the widget is not in the saved state or its layout hides it (tqdm's leave=False on close)."""
+    if model_id not in state:
+        return True
+    layout = str(state[model_id].get("state", {}).get("layout", "")).removeprefix("IPY_MODEL_")
+    return state.get(layout, {}).get("state", {}).get("visibility") == "hidden"
+
+
+def clean_widget_outputs(notebook) -> None:
+    """Make widget outputs readable where no widget can be drawn (GitHub, nbviewer, a terminal).
+
+    A widget output carries a text/plain fallback frozen when the widget first appeared: for a progress bar that is
+    "0%|          | 0/4800", which is all a static viewer shows. A progress bar's fallback is replaced by the line
+    it finally showed (from the saved widget state); other widgets keep theirs; an output whose widget is hidden or
+    not in the saved state (a bar closed with leave=False) is dropped: it shows nothing in a live notebook either."""
+    state = notebook.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    for cell in notebook.cells:
+        kept = []
+        for output in cell.get("outputs", []):
+            view = output.get("data", {}).get(WIDGET_VIEW) if output.get("output_type") == "display_data" else None
+            if view is None:
+                kept.append(output)
+                continue
+            if _hidden(view.get("model_id"), state):
+                continue
+            text = _progress_text(view["model_id"], state)
+            if text is not None:
+                output["data"]["text/plain"] = text
+            kept.append(output)
+        if "outputs" in cell:
+            cell["outputs"] = kept
+
+
 def _write_notebook(notebook, path: Path) -> None:
     import nbformat
 
     from facegen.checkpoint import atomic_write_bytes
 
+    clean_widget_outputs(notebook)
     atomic_write_bytes(Path(path), (nbformat.writes(notebook) + "\n").encode())
 
 

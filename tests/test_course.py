@@ -22,7 +22,9 @@ def write_notebook(path, *sources):
 def notebooks(tmp_path):
     folder = tmp_path / "notebooks"
     folder.mkdir()
-    write_notebook(folder / "02_widget.ipynb", "import ipywidgets\nipywidgets.IntSlider(value=7, description='k')")
+    write_notebook(folder / "02_widget.ipynb", "import ipywidgets\nipywidgets.IntSlider(value=7, description='k')",
+                   "from tqdm.auto import tqdm\nfor _ in tqdm(range(4), desc='steps'): pass\n"
+                   "for _ in tqdm(range(2), desc='gone', leave=False): pass")
     write_notebook(folder / "01_env.ipynb", "import os\nprint(os.environ['FACEGEN_PROFILE'])\nprint(os.getcwd())",
                    "os.getpid()")
     write_notebook(folder / "scratch.ipynb", "1/0")  # not numbered: not part of the course
@@ -122,11 +124,44 @@ def test_run_course_executes_in_order_with_the_profile_and_records_runtimes(note
     widget_nb = nbformat.read(out / "02_widget.ipynb", as_version=4)
     state = widget_nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     assert any(m["model_name"] == "IntSliderModel" and m["state"]["value"] == 7 for m in state.values())
+    # progress bars: the static fallback is the bar's last line, not the "0%|" it started with; a closed bar is gone
+    bars = [o["data"]["text/plain"] for o in widget_nb.cells[1].outputs]
+    assert len(bars) == 1 and bars[0].startswith("steps: 100%|██████████| 4/4 [")
     assert not nbformat.read(notebooks / "01_env.ipynb", as_version=4).cells[0].outputs  # sources untouched
     assert json.loads(runtimes_file.read_text()) == runtimes
     assert list(runtimes["ci"]["seconds"]) == ["synthfaces", "01_env", "02_widget"]
     assert all(s >= 0 for s in runtimes["ci"]["seconds"].values()) and runtimes["ci"]["seconds"]["01_env"] > 0
     assert "| 02_widget.ipynb | " in doc.read_text() and runtimes["ci"]["reused_artifacts"] is False
+
+
+def test_clean_widget_outputs_replaces_a_progress_bars_fallback_and_keeps_other_widgets():
+    def model(name, **state):
+        return {"model_name": name, "state": state}
+
+    state = {"box": model("HBoxModel", children=["IPY_MODEL_l", "IPY_MODEL_b", "IPY_MODEL_r"]),
+             "l": model("HTMLModel", value="tokenizing\u2007train:\u2007\u200750%"),
+             "b": model("FloatProgressModel", value=2.0, max=4.0),
+             "r": model("HTMLModel", value="\u20072/4\u2007[00:01&lt;00:01,\u20072.00img/s]"),
+             "slider": model("IntSliderModel", value=7),
+             "hidden": model("HBoxModel", layout="IPY_MODEL_hidden_layout"),
+             "hidden_layout": model("LayoutModel", visibility="hidden")}
+
+    def widget(model_id, text):
+        return {"output_type": "display_data", "metadata": {},
+                "data": {course.WIDGET_VIEW: {"model_id": model_id}, "text/plain": text}}
+
+    printed = {"output_type": "stream", "name": "stdout", "text": "hello\n"}
+    notebook = nbformat.from_dict({"metadata": {"widgets": {course.WIDGET_STATE: {"state": state}}},
+                                   "cells": [{"cell_type": "code", "source": "", "metadata": {}, "outputs": [
+                                       printed, widget("box", "tokenizing train:   0%|          | 0/4"),
+                                       widget("slider", "IntSlider(value=7)"), widget("closed", "gone:   0%|"),
+                                       widget("hidden", "left:   0%|")]}],
+                                   "nbformat": 4, "nbformat_minor": 5})
+    course.clean_widget_outputs(notebook)
+    outputs = notebook.cells[0].outputs
+    assert outputs[0] == printed and len(outputs) == 3  # the closed and the hidden bar are dropped
+    assert outputs[1]["data"]["text/plain"] == "tokenizing train:  50%|█████     | 2/4 [00:01<00:01, 2.00img/s]"
+    assert outputs[2]["data"]["text/plain"] == "IntSlider(value=7)"
 
 
 def test_a_failing_notebook_is_named_and_not_saved_as_executed(tmp_path, monkeypatch):
