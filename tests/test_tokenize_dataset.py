@@ -8,6 +8,7 @@ import contextlib
 import copy
 import io
 import os
+import re
 import shutil
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # before `datasets` is imported: these tests never touch the hub
@@ -278,3 +279,91 @@ def test_ensure_tokens_and_the_cli(profile, monkeypatch, capsys):
     assert out.splitlines()[-1].startswith(f"tokens in {tokens_folder(profile)}: train 16, valid 2, test 2 faces; "
                                            "encoded at ")
     assert out.endswith(" img/s\n")
+
+
+# ------------------------------------------------------------------------------------------ resumable encoding
+
+
+class Killed(BaseException):
+    """Stands in for a kill (Ctrl-C, a closed Colab tab): not an Exception, so nothing on the way catches it."""
+
+
+def killed_after(model: VQVAE, batches: int) -> VQVAE:
+    """`model`, whose encoder raises `Killed` on the batch after its first `batches` ones."""
+    calls, original = [0], model.encode_indices
+
+    def encode(x):
+        calls[0] += 1
+        if calls[0] > batches:
+            raise Killed
+        return original(x)
+
+    model.encode_indices = encode
+    return model
+
+
+def arrow_bytes(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.arrow"))}
+
+
+def test_an_interrupted_run_resumes_where_it_stopped_and_gives_the_same_bytes(profile, make_vqvae, expected_codes,
+                                                                               tmp_path, capsys):
+    # chunks of 4 faces in batches of 2: train is 4 chunks, valid and test 1 each; the kill comes after 2 chunks
+    whole = tokenize_dataset(profile, vqvae=make_vqvae(0), out_dir=tmp_path / "whole", progress=False, batch_size=2,
+                             chunk_size=4)
+    out = tmp_path / "tokens"
+    with pytest.raises(Killed):
+        tokenize_dataset(profile, vqvae=killed_after(make_vqvae(0), batches=5), out_dir=out, progress=False,
+                         batch_size=2, chunk_size=4)
+    partial = tmp_path / "tokens.partial"
+    assert not out.exists()
+    assert sorted(p.name for p in partial.iterdir()) == ["progress.json", "train-0000000-0000004.npy",
+                                                         "train-0000004-0000008.npy"]
+    capsys.readouterr()
+
+    model = make_vqvae(0)
+    encoded = count_encodes(model)
+    resumed = tokenize_dataset(profile, vqvae=model, out_dir=out, progress=True, batch_size=2, chunk_size=4)
+    printed = capsys.readouterr()
+    assert encoded[0] == N_IMAGES - 8  # only the chunks that were missing
+    assert f"[facegen] resuming: 8 of {N_IMAGES} faces are already encoded in {partial}" in printed.out
+    assert re.search(r"tokenizing train:\s+50%.*\| 8/16 ", printed.err)  # the bar starts where the last run stopped
+    assert arrow_bytes(out) == arrow_bytes(tmp_path / "whole")  # byte-identical to an uninterrupted run
+    for split in SPLIT_SIZES:
+        np.testing.assert_array_equal(resumed[split].with_format("numpy")["codes"], expected_codes(0, split))
+        np.testing.assert_array_equal(resumed[split]["attributes"], whole[split]["attributes"])
+    assert not partial.exists()  # the chunks are in the final folder now
+    info = read_token_info(out)
+    assert info.counts == SPLIT_SIZES and info.seconds > 0 and info.images_per_second > 0
+
+
+def test_chunks_of_another_vqvae_are_discarded_and_a_damaged_chunk_is_encoded_again(profile, make_vqvae,
+                                                                                      expected_codes, tmp_path,
+                                                                                      capsys):
+    out, partial = tmp_path / "tokens", tmp_path / "tokens.partial"
+    with pytest.raises(Killed):
+        tokenize_dataset(profile, vqvae=killed_after(make_vqvae(0), batches=4), out_dir=out, progress=False,
+                         batch_size=2, chunk_size=4)
+    capsys.readouterr()
+    changed = make_vqvae(1)
+    with pytest.raises(Killed):
+        tokenize_dataset(profile, vqvae=killed_after(changed, batches=6), out_dir=out, progress=False,
+                         batch_size=2, chunk_size=4)
+    assert ("[facegen] starting over: the 2 finished chunk(s) in " f"{partial} cannot be reused (the VQ-VAE changed)"
+            in capsys.readouterr().out)
+    assert len(list(partial.glob("*.npy"))) == 3
+    (partial / "train-0000004-0000008.npy").write_bytes(b"half a chunk")  # e.g. a disk that failed under it
+
+    model = make_vqvae(1)
+    encoded = count_encodes(model)
+    tokens = tokenize_dataset(profile, vqvae=model, out_dir=out, progress=False, batch_size=2, chunk_size=4)
+    assert encoded[0] == N_IMAGES - 8  # chunks 1 and 3 were kept; 2 was damaged, so encoded again
+    for split in SPLIT_SIZES:
+        np.testing.assert_array_equal(tokens[split].with_format("numpy")["codes"], expected_codes(1, split))
+
+    with pytest.raises(Killed):  # another chunk size cannot reuse the chunks either
+        tokenize_dataset(profile, vqvae=killed_after(make_vqvae(0), batches=2), out_dir=out, progress=False,
+                         batch_size=2, chunk_size=4)
+    capsys.readouterr()
+    tokenize_dataset(profile, vqvae=make_vqvae(0), out_dir=out, progress=False, batch_size=2, chunk_size=8)
+    assert "cannot be reused (the chunk size changed)" in capsys.readouterr().out

@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -119,18 +122,34 @@ def _missing_data_message(profile, root) -> str:
             f"that holds them (or FACEGEN_PROFILE=cpu to use the generated SynthFaces instead).")
 
 
+def uses_hub(profile) -> bool:
+    """Does the profile read CelebA from the Hugging Face hub (flwrlabs/celeba)? Source "hf" without a `save_to_disk`
+    copy at `profile.data_dir`; and source "celeba" (the gpu profile) when its default folder data/celeba is missing
+    or empty, so a Colab "Run all" works without bringing CelebA. A folder named by FACEGEN_DATA is never replaced
+    by a download: when it is missing, that is the error to fix."""
+    root = Path(profile.data_dir)
+    if profile.data.source == "hf":
+        from facegen.data.hf import is_saved_dataset
+
+        return not is_saved_dataset(root)
+    return (profile.data.source == "celeba" and "FACEGEN_DATA" not in os.environ
+            and (not root.is_dir() or not any(root.iterdir())))
+
+
 def open_dataset(profile, split: str = "train") -> FaceDataset:
     """The `split` of the profile's dataset: SynthFaces or CelebA from `profile.data_dir` (CelebA folder layout), or
-    a Hugging Face copy ("hf": a `save_to_disk` folder at `profile.data_dir`, else the hub's flwrlabs/celeba)."""
+    a Hugging Face copy ("hf": a `save_to_disk` folder at `profile.data_dir`, else the hub's flwrlabs/celeba; the
+    gpu profile's "celeba" also falls back to the hub when data/celeba is missing, see `uses_hub`)."""
     source, root, size = profile.data.source, profile.data_dir, profile.data.image_size
     if source not in DATA_SOURCES:
         raise ValueError(f"profile {profile.name!r}: data.source {source!r} is unknown; expected one of "
                          f"{', '.join(DATA_SOURCES)}")
-    if source == "hf":
-        from facegen.data.hf import HUB_NAME, is_saved_dataset, load_hf_celeba  # `datasets` is slow to import
+    if source == "hf" or uses_hub(profile):
+        from facegen.data.hf import HUB_NAME, load_hf_celeba  # `datasets` is slow to import
 
-        name = root if is_saved_dataset(root) else HUB_NAME
-        return FaceDataset(load_hf_celeba(name, split), split, size)
+        hub = uses_hub(profile)
+        missing = root if source == "celeba" else None  # named in the hub's note and in its offline message
+        return FaceDataset(load_hf_celeba(HUB_NAME if hub else root, split, missing_folder=missing), split, size)
     if not root.is_dir() or not any(root.iterdir()):
         raise FileNotFoundError(_missing_data_message(profile, root))
     index: CelebAIndex = read_celeba(root)

@@ -3,11 +3,20 @@
 That dataset has an `image` column (PIL images, 178x218), `celeb_id`, the 40 attributes as bool columns named as in
 CELEBA_ATTRIBUTES, and the official splits `train` / `valid` / `test`. `HFCelebA` gives it the interface of
 `CelebAIndex` that `FaceDataset` uses: `len()`, `image(i)`, `attributes` (N, 40) int8 of -1/1, `split(name)`.
+
+From the hub (`load_hub_splits`): the `gpu` profile falls back to it when it finds no CelebA folder (Colab's one "Run
+all"; see `facegen.data.dataset.uses_hub`). The dataset is loaded once per process with `datasets.load_dataset`
+(config `img_align+identity+attr`), which downloads it once (about 12 GB of parquet files: 19 + 3 + 3 files of
+0.4-0.5 GB on the hub's file listing, the faces stored losslessly; the original JPEGs are 1.4 GB), shows its own
+progress bars, converts it to Arrow files in the `datasets` cache and afterwards reads it from there, memory-mapped.
+One line says what is loaded and how big before it starts; without a connection (and no cached copy) one line says
+what to do instead (`HubUnavailableError`). `_download_from_hub` is the only function that calls the hub.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import datasets
@@ -16,8 +25,11 @@ from PIL import Image
 
 from facegen.attributes import CELEBA_ATTRIBUTES
 from facegen.data.celeba import CelebAFormatError, strict_decoding
+from facegen.errors import FacegenError
 
 HUB_NAME = "flwrlabs/celeba"
+HUB_CONFIG = "img_align+identity+attr"  # flwrlabs/celeba's one config: aligned images, identity, 40 attributes
+HUB_SIZE = "202,599 faces, about 12 GB to download once"
 SPLIT_ALIASES = {"validation": "valid", "val": "valid"}  # names other copies use for CelebA's "valid"
 SPLIT_ORDER = ("train", "valid", "test")
 
@@ -114,16 +126,88 @@ def _load_local(path: Path, split: str) -> datasets.Dataset:
     return loaded
 
 
+class HubUnavailableError(FacegenError, FileNotFoundError):
+    """CelebA cannot be loaded from the Hugging Face hub (offline, or the hub refused); the message says what to do."""
+
+
+_OFFLINE_VALUES = {"1", "ON", "YES", "TRUE"}
+_hub_loaded: dict[tuple[str, str], datasets.DatasetDict] = {}  # one load per process: every split and stage shares it
+
+
+def _offline_env() -> bool:
+    return any(os.environ.get(name, "").upper() in _OFFLINE_VALUES for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Can a TCP connection to the hub be opened within `timeout` seconds? Asked before `load_dataset`, which
+    without a network retries for ~25 s and prints every retry."""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _download_from_hub(name: str, config: str | None, cache_dir: str | None) -> datasets.DatasetDict:
+    """Every split of the hub dataset `name` (downloaded once, then from the `datasets` cache): the one call to the
+    hub. Offline (HF_HUB_OFFLINE=1) `datasets` reads its cache; with no connection at all it is not even tried."""
+    behind_proxy = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
+    if not _offline_env() and not behind_proxy and not _hub_reachable():
+        raise ConnectionError("no connection to huggingface.co")
+    return datasets.load_dataset(name, config, cache_dir=cache_dir)
+
+
+def _cache_folder(name: str, cache_dir: str | None) -> Path:
+    return Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / name.replace("/", "___")
+
+
+def load_hub_splits(name: str = HUB_NAME, cache_dir: str | os.PathLike | None = None,
+                    missing_folder: str | os.PathLike | None = None) -> datasets.DatasetDict:
+    """Every split of a CelebA-shaped hub dataset (flwrlabs/celeba: train / valid / test), loaded once per process.
+
+    Before loading it prints one line saying what and how big (`missing_folder`: the CelebA folder that was not
+    found, named in that line); `datasets` shows the download's progress. A failure to reach the hub (offline, no
+    cached copy) is a `HubUnavailableError` in one line that says what to do instead."""
+    from facegen.checkpoint import _disk_full
+    from facegen.notes import note
+
+    cache = None if cache_dir is None else str(cache_dir)
+    key = (str(name), str(cache))
+    if key not in _hub_loaded:
+        where = _cache_folder(str(name), cache)
+        what = f"{name} ({HUB_SIZE})" if str(name) == HUB_NAME else str(name)
+        how = (f"from the cache in {where}" if where.is_dir() else
+               f"from the Hugging Face hub into the cache {where.parent} (first time only)")
+        note((f"CelebA not found in {missing_folder}: " if missing_folder else "") + f"loading {what} {how}")
+        try:
+            loaded = _download_from_hub(str(name), HUB_CONFIG if str(name) == HUB_NAME else None, cache)
+        except OSError as error:  # ConnectionError, OfflineModeIsEnabled, HfHubHTTPError, DatasetNotFoundError, ...
+            if _disk_full(error):
+                raise
+            cause = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+            if missing_folder:
+                raise HubUnavailableError(
+                    f"CelebA not found in {missing_folder}, and {name} cannot be loaded from the Hugging Face hub "
+                    f"({cause}): bring CelebA into {missing_folder} (data/README.md) or run the course on "
+                    "SynthFaces with FACEGEN_PROFILE=cpu") from None
+            raise HubUnavailableError(
+                f"{name} cannot be loaded from the Hugging Face hub ({cause}): connect to the internet, or point "
+                "FACEGEN_DATA at a copy saved with save_to_disk (data/README.md), or run the course on SynthFaces "
+                "with FACEGEN_PROFILE=cpu") from None
+        if isinstance(loaded, datasets.Dataset):
+            loaded = datasets.DatasetDict({"train": loaded})
+        _hub_loaded[key] = loaded
+    return _hub_loaded[key]
+
+
 def load_hf_celeba(name_or_path: str | os.PathLike = HUB_NAME, split: str = "train",
-                   cache_dir: str | os.PathLike | None = None) -> HFCelebA:
+                   cache_dir: str | os.PathLike | None = None,
+                   missing_folder: str | os.PathLike | None = None) -> HFCelebA:
     """One split ("train", "valid" (or "validation"), "test", "all") of a CelebA-shaped Hugging Face dataset:
-    a local folder written by `save_to_disk`, else a hub name such as "flwrlabs/celeba"."""
+    a local folder written by `save_to_disk`, else a hub name such as "flwrlabs/celeba" (see `load_hub_splits`)."""
     split = canonical_split(split)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return HFCelebA(_load_local(path, split), str(path), split)
-    # The hub: "all" is the union of the three official splits, in datasets' split syntax.
-    hub_split = "+".join(SPLIT_ORDER) if split == "all" else split
-    dataset = datasets.load_dataset(str(name_or_path), split=hub_split,
-                                    cache_dir=None if cache_dir is None else str(cache_dir))
-    return HFCelebA(dataset, str(name_or_path), split)
+    splits = load_hub_splits(str(name_or_path), cache_dir=cache_dir, missing_folder=missing_folder)
+    return HFCelebA(_pick_split(dict(splits), split, str(name_or_path)), str(name_or_path), split)
