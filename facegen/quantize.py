@@ -23,6 +23,7 @@ where sg[.] is stop-gradient (`.detach()`), z an encoder vector and e its neares
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +52,13 @@ class CodebookUsage:
 # ---------------------------------------------------------------------------------------------------------------------
 # Small functions: each is one idea and is tested on its own.
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def fp32_region(device: torch.device):
+    """A block where autocast is off on `device` (a no-op on devices autocast does not know, e.g. "meta")."""
+    if device.type in ("cpu", "cuda", "xpu", "mps", "hpu"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def full_precision(x: Tensor) -> Tensor:
@@ -205,7 +213,7 @@ class VectorQuantizer(nn.Module):
     def forward(self, z: Tensor) -> QuantizerOutput:
         # Nearest-code distances, the losses and the EMA statistics are numerically delicate: under mixed precision
         # (bf16/fp16 autocast on a GPU) they still run in fp32, as does everything downstream of the codebook.
-        with torch.autocast(z.device.type, enabled=False):
+        with fp32_region(z.device):
             return self._quantize(full_precision(z))
 
     def _quantize(self, z: Tensor) -> QuantizerOutput:
@@ -251,7 +259,7 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def encode(self, z: Tensor) -> Tensor:
         """Tokens of z: (B, D, H, W) -> (B, H, W) long, or (N, D) -> (N,). Never changes the codebook."""
-        with torch.autocast(z.device.type, enabled=False):
+        with fp32_region(z.device):
             indices = nearest_codes(self._flatten(full_precision(z)), self.codebook)
         return indices.reshape((z.shape[0], z.shape[2], z.shape[3]) if z.ndim == 4 else (z.shape[0],))
 

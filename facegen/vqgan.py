@@ -40,7 +40,7 @@ import yaml
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from facegen.quantize import full_precision, nearest_codes
+from facegen.quantize import fp32_region, full_precision, nearest_codes
 
 TAMING_TARGET = "taming.models.vqgan.VQModel"
 
@@ -293,7 +293,7 @@ class TamingVectorQuantizer(nn.Module):
 
     def forward(self, z: Tensor) -> QuantizeOutput:
         # distances and losses in fp32 even under mixed precision (as in facegen.quantize.VectorQuantizer)
-        with torch.autocast(z.device.type, enabled=False):
+        with fp32_region(z.device):
             return self._quantize(full_precision(z))
 
     def _quantize(self, z: Tensor) -> QuantizeOutput:
