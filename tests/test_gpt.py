@@ -348,7 +348,7 @@ def ci_tokens(tmp_path, monkeypatch):
         (folder / FINGERPRINT_FILE).write_text(json.dumps(info.__dict__))
 
     set_vqvae("v1")
-    monkeypatch.setattr("facegen.pipeline.ensure_tokens", lambda profile=None, progress=True:
+    monkeypatch.setattr("facegen.pipeline.ensure_tokens", lambda profile=None, progress=True, **kwargs:
                         datasets.load_from_disk(str(folder)))
     return set_vqvae
 
