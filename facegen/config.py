@@ -80,6 +80,9 @@ class GPTConfig:
     # token and position embeddings resized to this vocabulary and length (facegen.gpt.init_from_pretrained)
     init: str = "scratch"
     pretrained: str = "gpt2"
+    # a torch.compile backend for training ("inductor" fuses LayerNorm, GELU and dropout into fewer kernels on a GPU;
+    # the first steps then compile for a minute), or None for eager PyTorch. Unmeasured on a GPU so far: off.
+    compile: str | None = None
     val_every: int = 400
     seed: int = 0
 

@@ -408,6 +408,8 @@ def train_gpt(profile: Profile | None = None, splits=None, folder: Path | None =
         scheduler = cosine_with_warmup(optimizer, warmup=warmup_steps(engine.total, cfg.warmup_steps),
                                        total=engine.total)
         model, optimizer, scheduler = engine.prepare(model=model, optimizer=optimizer, scheduler=scheduler)
+        if cfg.compile:
+            model = torch.compile(model, backend=cfg.compile)
         model.train()
         for step in engine.steps():
             micro_batches = [training_batch(train_ids, step, micro, cfg, vocab, accelerator.process_index, processes)

@@ -439,3 +439,16 @@ def test_gpt2_init_trains_and_names_what_does_not_fit(tmp_path, monkeypatch):
         gpt.build_gpt(fits.replace(gpt={"pretrained": str(tmp_path / "missing")}), VOCAB)
     with pytest.raises(ValueError, match="gpt.init must be 'scratch' or 'gpt2'"):
         gpt.build_gpt(TINY.replace(gpt={"init": "bert"}), VOCAB)
+
+
+def test_a_compiled_model_trains_to_the_same_weights_and_saves_the_plain_model(tmp_path):
+    """gpt.compile wraps the model in torch.compile; the "eager" backend runs the same wiring without code generation
+    (the GPU uses "inductor"): the run, its checkpoint and the saved model are those of the eager run."""
+    kwargs = dict(splits=tiny_splits(), vocab=VOCAB, progress=False, vqvae_fingerprint="x")
+    plain = gpt.train_gpt(TINY, folder=tmp_path / "plain", **kwargs)
+    compiled = gpt.train_gpt(TINY.replace(gpt={"compile": "eager"}), folder=tmp_path / "compiled", **kwargs)
+    assert type(compiled.model).__name__ == "GPT2LMHeadModel"  # unwrapped from torch.compile's OptimizedModule
+    assert [h["loss"] for h in compiled.history] == pytest.approx([h["loss"] for h in plain.history], rel=1e-5)
+    loaded = gpt.load_gpt(tmp_path / "compiled")
+    for key, value in compiled.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value.cpu()), key

@@ -150,8 +150,9 @@ class Engine:
         return prepared[0] if len(prepared) == 1 else prepared
 
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The model without accelerate's wrappers (DDP, autocast forward): what is evaluated and saved."""
-        return self.accelerator.unwrap_model(model)
+        """The model without accelerate's wrappers (DDP, autocast forward) or torch.compile's: what is saved."""
+        model = self.accelerator.unwrap_model(model)
+        return getattr(model, "_orig_mod", model)  # torch.compile keeps the original module there
 
     def autocast(self):
         """The run's mixed-precision context (a no-op in fp32)."""
