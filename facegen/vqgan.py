@@ -521,10 +521,54 @@ def _torch_load(path: Path, trust_checkpoint: bool) -> Any:
                          "If it is a checkpoint you trust, trust_checkpoint=True also tries weights_only=False."
                          ) from safe_error
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        # Lenient about the classes it names: DALL-E mini's checkpoint (boris/vqgan_f16_16384) pickles omegaconf
+        # hyper-parameters and Lightning callback types; neither package is needed for the weights.
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_lenient_pickle)
     except Exception as error:
         raise ValueError(f"{path} is not a readable PyTorch checkpoint, corrupt or truncated? "
                          f"({type(error).__name__}: {error})") from error
+
+
+class _MissingClass:
+    """Stands in for a class a trusted checkpoint names but this Python cannot import (omegaconf's DictConfig,
+    a Lightning callback, ...): it takes any arguments and any state, so the rest of the file (the tensors) loads."""
+
+    def __new__(cls, *args, **kwargs):
+        return super().__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        self.args = args
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __setitem__(self, key, value):  # pickled dict subclasses restore their items one by one
+        self.__dict__.setdefault("items", {})[key] = value
+
+    def append(self, value):  # ... and list subclasses theirs
+        self.__dict__.setdefault("values", []).append(value)
+
+    def extend(self, values):
+        self.__dict__.setdefault("values", []).extend(values)
+
+
+class _LenientUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return type(name, (_MissingClass,), {"__module__": f"missing.{module}"})
+
+
+class _LenientPickle:
+    """A `pickle_module` for torch.load whose Unpickler replaces unimportable classes by `_MissingClass`."""
+
+    Unpickler = _LenientUnpickler
+    load = staticmethod(lambda file, **kwargs: _LenientUnpickler(file, **kwargs).load())
+    __name__ = "facegen.vqgan._lenient_pickle"
+
+
+_lenient_pickle = _LenientPickle()
 
 
 def _short_reason(error: Exception) -> str:

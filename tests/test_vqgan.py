@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import sys
 
 import pytest
 import safetensors.torch
@@ -582,6 +583,25 @@ def test_pickled_objects_need_trust_checkpoint(taming_state, tmp_path):
     with pytest.raises(ValueError, match=r"lightning\.ckpt.*weights_only=True.*argparse\.Namespace"
                                          r"[\s\S]*trust_checkpoint=True"):
         load_taming(path, TINY_PARAMS)
+    model = load_taming(path, TINY_PARAMS, trust_checkpoint=True)
+    assert torch.equal(model.quantize.embedding.weight, taming_state["quantize.embedding.weight"])
+
+
+def test_trusted_checkpoints_load_without_the_packages_they_pickle(taming_state, tmp_path, monkeypatch):
+    """DALL-E mini's checkpoint pickles omegaconf hyper-parameters and Lightning callback types; the weights load
+    even where neither package is installed."""
+    module = tmp_path / "fake_lightning_pkg.py"
+    module.write_text("class DictConfig(dict):\n    pass\n\nclass ModelCheckpoint:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import fake_lightning_pkg
+
+    path = tmp_path / "dalle_mini_like.ckpt"
+    torch.save({"state_dict": taming_state, "hyper_parameters": fake_lightning_pkg.DictConfig(lr=4.5e-6),
+                "callbacks": {fake_lightning_pkg.ModelCheckpoint: {"best_model_score": None}}}, path)
+    monkeypatch.delitem(sys.modules, "fake_lightning_pkg")
+    module.unlink()  # the package is gone, as omegaconf and pytorch_lightning are on a fresh Colab
+    with pytest.raises(ModuleNotFoundError):
+        torch.load(path, weights_only=False)
     model = load_taming(path, TINY_PARAMS, trust_checkpoint=True)
     assert torch.equal(model.quantize.embedding.weight, taming_state["quantize.embedding.weight"])
 
