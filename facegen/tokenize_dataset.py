@@ -274,7 +274,8 @@ def _save_atomic(splits: datasets.DatasetDict, info: TokenInfo, out_dir: Path) -
 
 
 def tokenize_dataset(profile: Profile | None = None, vqvae: VQVAE | None = None, out_dir: Path | None = None,
-                     progress: bool = True, batch_size: int = 256, chunk_size: int = CHUNK_SIZE) -> datasets.DatasetDict:
+                     progress: bool = True, batch_size: int = 256,
+                     chunk_size: int = CHUNK_SIZE) -> datasets.DatasetDict:
     """The profile's train / valid / test splits as tokens (see the module docstring for the columns), read from
     `out_dir` (default artifacts/<profile>/tokens) when they were made with the same VQ-VAE weights and data, else
     encoded now with `vqvae` (default: the profile's trained VQ-VAE), on its device, and saved there. When it encodes,

@@ -135,7 +135,8 @@ _hub_loaded: dict[tuple[str, str], datasets.DatasetDict] = {}  # one load per pr
 
 
 def _offline_env() -> bool:
-    return any(os.environ.get(name, "").upper() in _OFFLINE_VALUES for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(os.environ.get(name, "").upper() in _OFFLINE_VALUES
+               for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
 def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
