@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # before `datasets` is imported: these tests never touch the hub
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -154,3 +155,141 @@ def test_open_dataset_with_the_hf_source_reads_a_saved_copy(celeba, saved, monke
     dataset = open_dataset(profile, "valid")
     assert len(dataset) == 2 and dataset[0][0].shape == (3, 16, 16)
     np.testing.assert_array_equal(dataset.attributes.numpy(), celeba.attributes[6:8])
+
+
+# ------------------------------------------------------------------------------- the gpu profile's hub fallback
+
+
+@pytest.fixture
+def no_local_celeba(tmp_path, monkeypatch):
+    """A checkout (REPO_ROOT) without data/celeba and without FACEGEN_DATA, as on Colab: the gpu profile falls back
+    to the hub. Nothing is loaded from an earlier test (the per-process hub cache is emptied)."""
+    import facegen.config
+    import facegen.data.hf as hf
+
+    monkeypatch.setattr(facegen.config, "REPO_ROOT", tmp_path / "checkout")
+    monkeypatch.delenv("FACEGEN_DATA", raising=False)
+    monkeypatch.setenv("FACEGEN_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setattr(hf, "_hub_loaded", {})
+    return get_profile("gpu").replace(data={"image_size": 32, "num_workers": 0})
+
+
+@pytest.fixture
+def hub(celeba, tmp_path, monkeypatch):
+    """The hub, replaced at its one boundary (`_download_from_hub`) by a copy shaped exactly like flwrlabs/celeba
+    (config img_align+identity+attr: `image`, `celeb_id`, the 40 attributes as bools; train/valid/test) read back
+    from `save_to_disk`; `.calls` lists the (name, config, cache_dir) it was asked for."""
+    import types
+
+    import facegen.data.hf as hf
+
+    saved = save_splits(celeba, tmp_path / "flwrlabs-celeba")
+    state = types.SimpleNamespace(calls=[])
+
+    def download(name, config, cache_dir):
+        state.calls.append((name, config, cache_dir))
+        return datasets.load_from_disk(str(saved))
+
+    monkeypatch.setattr(hf, "_download_from_hub", download)
+    return state
+
+
+def test_the_gpu_profile_without_celeba_loads_flwrlabs_celeba_from_the_hub(celeba, hub, no_local_celeba, capsys):
+    from facegen.data.dataset import uses_hub
+    from facegen.data.streaming import FaceImages
+    from facegen.pipeline import load_images
+
+    profile = no_local_celeba
+    assert uses_hub(profile)
+    sizes = {split: len(open_dataset(profile, split)) for split in SPLIT_NAMES}
+    assert sizes == {"train": 6, "valid": 2, "test": 2}  # the official splits, as the hub copy has them
+    assert hub.calls == [("flwrlabs/celeba", "img_align+identity+attr", None)]  # loaded once for every split
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1, lines  # one line: what, how big, where it is cached
+    assert re.fullmatch(r"\[facegen\] CelebA not found in data/celeba: loading flwrlabs/celeba \(202,599 faces, "
+                        r"about 12 GB to download once\) from the Hugging Face hub into the cache .+ \(first time "
+                        r"only\)", lines[0]), lines[0]
+
+    valid = open_dataset(profile, "valid")
+    from_folder = FaceDataset(read_celeba(celeba.root), "valid", image_size=32)
+    np.testing.assert_array_equal(valid.attributes.numpy(), celeba.attributes[6:8])
+    for i in range(2):
+        assert torch.equal(valid[i][0], from_folder[i][0])
+    images = load_images(profile, "train", progress=False)  # the gpu profile streams: nothing decoded up front
+    assert isinstance(images, FaceImages) and images.shape == (6, 3, 32, 32)
+
+
+def test_the_whole_hub_path_tokenizes_like_the_folder(celeba, hub, no_local_celeba, tmp_path, monkeypatch, capsys):
+    from facegen.tokenize_dataset import data_fingerprint, read_token_info, tokenize_dataset
+    from facegen.vqvae import VQVAE
+
+    torch.manual_seed(0)
+    model = VQVAE(codebook_size=16, embed_dim=8, hidden=16, n_res_blocks=1).eval()
+    tokens = tokenize_dataset(no_local_celeba, vqvae=model, out_dir=tmp_path / "hub-tokens", progress=False)
+    assert {split: len(tokens[split]) for split in tokens} == {"train": 6, "valid": 2, "test": 2}
+    assert hub.calls == [("flwrlabs/celeba", "img_align+identity+attr", None)]
+    hub_fingerprint = data_fingerprint(no_local_celeba)
+    assert read_token_info(tmp_path / "hub-tokens").data == hub_fingerprint
+
+    monkeypatch.setenv("FACEGEN_DATA", str(celeba.root))  # the same faces in the folder layout
+    folder = tokenize_dataset(no_local_celeba, vqvae=model, out_dir=tmp_path / "folder-tokens", progress=False)
+    assert data_fingerprint(no_local_celeba) != hub_fingerprint  # another source: tokens are not mixed up
+    for split in SPLIT_NAMES:
+        np.testing.assert_array_equal(tokens[split]["codes"], folder[split]["codes"])
+        np.testing.assert_array_equal(tokens[split]["attributes"], folder[split]["attributes"])
+    assert len(hub.calls) == 1
+
+
+def test_offline_without_celeba_says_what_to_do_in_one_line(no_local_celeba, tmp_path, monkeypatch):
+    from facegen.data.hf import HubUnavailableError
+    from facegen.errors import FacegenError
+    from facegen.tokenize_dataset import data_fingerprint
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
+    with pytest.raises(HubUnavailableError) as caught:  # the real `datasets.load_dataset`, offline, nothing cached
+        open_dataset(no_local_celeba, "train")
+    message = str(caught.value)
+    assert "\n" not in message and isinstance(caught.value, (FacegenError, FileNotFoundError))
+    assert re.fullmatch(r"CelebA not found in data/celeba, and flwrlabs/celeba cannot be loaded from the Hugging Face "
+                        r"hub \(.*\): bring CelebA into data/celeba \(data/README.md\) or run the course on SynthFaces "
+                        r"with FACEGEN_PROFILE=cpu", message.replace(str(tmp_path / "checkout") + "/", "")), message
+    with pytest.raises(HubUnavailableError, match=r"CelebA not found in .*FACEGEN_PROFILE=cpu"):
+        data_fingerprint(no_local_celeba)  # tokenizing asks first: the same line
+
+
+def test_without_any_network_the_hub_is_not_even_tried(no_local_celeba, monkeypatch, capsys):
+    import socket
+
+    from facegen.data.hf import HubUnavailableError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+
+    def unreachable(address, timeout=None, *args, **kwargs):
+        assert address == ("huggingface.co", 443) and timeout <= 5
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("load_dataset retries for ~25 s"))
+    with pytest.raises(HubUnavailableError, match=r"cannot be loaded from the Hugging Face hub \(no connection to "
+                                                  r"huggingface.co\): bring CelebA into .*FACEGEN_PROFILE=cpu"):
+        open_dataset(no_local_celeba, "valid")
+    assert capsys.readouterr().out == ""  # the error is the only line: no "loading ..." note before it
+
+
+def test_a_local_celeba_or_a_folder_named_by_facegen_data_is_never_replaced_by_the_hub(celeba, hub, no_local_celeba,
+                                                                                      tmp_path, monkeypatch):
+    import shutil
+
+    from facegen.data.dataset import uses_hub
+
+    shutil.copytree(celeba.root, tmp_path / "checkout" / "data" / "celeba")  # CelebA brought into data/celeba
+    assert not uses_hub(no_local_celeba) and len(open_dataset(no_local_celeba, "train")) == 6
+    monkeypatch.setenv("FACEGEN_DATA", str(tmp_path / "typo"))  # a deliberate pointer that is wrong: an error to fix
+    assert not uses_hub(no_local_celeba)
+    with pytest.raises(FileNotFoundError, match=r"CelebA not found in .*typo.*data/README.md"):
+        open_dataset(no_local_celeba, "train")
+    assert hub.calls == []

@@ -149,12 +149,16 @@ def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
         return False
 
 
+def _no_connection() -> bool:
+    """True when the hub cannot be reached and `datasets` was not told to work offline (HF_HUB_OFFLINE=1: then it
+    reads its cache without asking the network). Behind a proxy a direct connection says nothing: not asked."""
+    behind_proxy = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
+    return not _offline_env() and not behind_proxy and not _hub_reachable()
+
+
 def _download_from_hub(name: str, config: str | None, cache_dir: str | None) -> datasets.DatasetDict:
     """Every split of the hub dataset `name` (downloaded once, then from the `datasets` cache): the one call to the
-    hub. Offline (HF_HUB_OFFLINE=1) `datasets` reads its cache; with no connection at all it is not even tried."""
-    behind_proxy = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
-    if not _offline_env() and not behind_proxy and not _hub_reachable():
-        raise ConnectionError("no connection to huggingface.co")
+    hub, with `datasets`' own progress bars."""
     return datasets.load_dataset(name, config, cache_dir=cache_dir)
 
 
@@ -179,8 +183,10 @@ def load_hub_splits(name: str = HUB_NAME, cache_dir: str | os.PathLike | None = 
         what = f"{name} ({HUB_SIZE})" if str(name) == HUB_NAME else str(name)
         how = (f"from the cache in {where}" if where.is_dir() else
                f"from the Hugging Face hub into the cache {where.parent} (first time only)")
-        note((f"CelebA not found in {missing_folder}: " if missing_folder else "") + f"loading {what} {how}")
         try:
+            if _no_connection():  # say so at once: `load_dataset` would retry for ~25 s, printing every retry
+                raise ConnectionError("no connection to huggingface.co")
+            note((f"CelebA not found in {missing_folder}: " if missing_folder else "") + f"loading {what} {how}")
             loaded = _download_from_hub(str(name), HUB_CONFIG if str(name) == HUB_NAME else None, cache)
         except OSError as error:  # ConnectionError, OfflineModeIsEnabled, HfHubHTTPError, DatasetNotFoundError, ...
             if _disk_full(error):
