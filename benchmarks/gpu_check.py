@@ -11,6 +11,7 @@ package's public functions, as a learner's notebooks and `facegen` commands do:
     vqvae       facegen.vqvae_training.train_vqvae            (500 steps x 64)
     tokenize    facegen.pipeline.ensure_tokens                (every split, on the VQ-VAE's device)
     gpt         facegen.gpt.train_gpt                         (GPT-2 86M, batch 40 x 2 in bf16, 200 steps)
+    gpt_variants  the same at 80 x 1 and compiled (100 steps each): which levers raise MFU
     classifier  facegen.classifier.train_classifier           (300 steps x 128)
     gan_decoder facegen.gan_decoder.train_gan_decoder         (200 steps x 16, GAN term from step 50)
     sample      facegen.sampling.sample_faces                 (batch 16 and 256, KV cache; models from ensure_*)
@@ -48,6 +49,7 @@ STAGES = {
     "vqvae": ("data",),
     "tokenize": ("vqvae",),
     "gpt": ("tokenize", "peak"),
+    "gpt_variants": ("tokenize", "peak"),
     "classifier": ("data",),
     "gan_decoder": ("vqvae", "classifier"),
     "sample": ("gpt",),
@@ -229,12 +231,35 @@ class Check:
         tokens = run.steps * cfg.batch_size * cfg.grad_accum * run.vocab.length
         flops = training_flops_per_token(run.model.config)
         parameters = sum(p.numel() for p in run.model.parameters())
-        measured = run.tokens_per_second or tokens / wall
+        measured = run.steady_tokens_per_second or run.tokens_per_second or tokens / wall
         numbers = {"model": f"{parameters / 1e6:.1f}M parameters", "steps": f"{run.steps} x {cfg.batch_size} x "
-                   f"{cfg.grad_accum}", "tokens/s": f"{measured:,.0f} (engine; {tokens / wall:,.0f} over the whole "
-                   f"call)", "MFU": f"{measured * flops / self.state['peak']:.1%}"}
+                   f"{cfg.grad_accum}", "tokens/s": f"{measured:,.0f} (after warm-up; {tokens / wall:,.0f} over the "
+                   f"whole call)", "MFU": f"{measured * flops / self.state['peak']:.1%}"}
         if run.validation:
             numbers["val loss"] = f"{run.validation[-1]['val_loss']:.3f} nats/token"
+        return numbers
+
+    def gpt_variants(self):
+        """The levers of issue 13's MFU target at the same effective batch of 80 sequences: one micro-batch of 80
+        instead of 40 x 2, and torch.compile (inductor on CUDA; the eager backend on a CPU, which only checks the
+        wiring). Each is a short run from scratch; tokens/s after warm-up, so compilation is left out."""
+        from facegen.gpt import train_gpt, training_flops_per_token
+
+        base = self.profile.gpt
+        steps = max(self.sizes.gpt_steps // 2, 8)
+        variants = {f"{base.batch_size * base.grad_accum} x 1": {"batch_size": base.batch_size * base.grad_accum,
+                                                                  "grad_accum": 1},
+                    f"{base.batch_size} x {base.grad_accum} compiled": {"compile": "inductor" if self.cuda
+                                                                         else "eager"}}
+        numbers = {}
+        for i, (label, change) in enumerate(variants.items()):
+            profile = self.profile.replace(gpt={**change, "steps": steps, "val_every": steps})
+            run = train_gpt(profile, splits=self.state["splits"], progress=self.progress,
+                            folder=self.profile.artifacts / f"gpt-variant-{i}",
+                            vqvae_fingerprint=self.state["vqvae_fingerprint"], val_sequences=64)
+            speed = run.steady_tokens_per_second or run.tokens_per_second
+            mfu = speed * training_flops_per_token(run.model.config) / self.state["peak"]
+            numbers[label] = f"{speed:,.0f} tokens/s, MFU {mfu:.1%}"
         return numbers
 
     def classifier(self):

@@ -343,6 +343,7 @@ class GPTRun:
     validation: list[dict] = field(default_factory=list)  # step, val_loss (nats/token), bits_per_image
     seconds: float = 0.0
     tokens_per_second: float = 0.0  # all 277 positions of every sequence trained on, all processes
+    steady_tokens_per_second: float = 0.0  # the same after warm-up (what MFU is measured from)
     is_main_process: bool = True
 
 
@@ -427,7 +428,9 @@ def train_gpt(profile: Profile | None = None, splits=None, folder: Path | None =
                                f"({bits_per_image(val, vocab):,.0f} bits per image)")
         run = GPTRun(model=engine.unwrap(model), vocab=vocab, folder=folder, steps=engine.total,
                      history=engine.history, validation=engine.validation, seconds=engine.seconds,
-                     tokens_per_second=engine.items_per_second * processes, is_main_process=engine.is_main)
+                     tokens_per_second=engine.items_per_second * processes,
+                     steady_tokens_per_second=engine.steady_items_per_second * processes,
+                     is_main_process=engine.is_main)
         if engine.finished and engine.is_main:
             save_trained(run, profile, vqvae_fingerprint)
         accelerator.wait_for_everyone()

@@ -144,31 +144,37 @@ def test_validation_rows_are_the_averaged_models_reconstruction_metrics(tmp_path
     assert run.validation[-1] == {"step": 6, **expected}
 
 
-def test_ensure_gan_decoder_fine_tunes_once_and_again_for_a_new_vqvae(tmp_path, monkeypatch, capsys):
+def test_ensure_gan_decoder_fine_tunes_once_and_never_replaces_it_for_a_new_vqvae(tmp_path, monkeypatch, capsys):
     import facegen.gan_decoder as gan_decoder
     import facegen.pipeline as pipeline
+    from facegen.errors import ArtifactError
 
     monkeypatch.setenv("FACEGEN_ARTIFACTS", str(tmp_path))
     bases = {"current": tiny_vqvae()}
-    monkeypatch.setattr(pipeline, "ensure_vqvae", lambda profile, progress=True: bases["current"])
+    perceptual = object()
+    monkeypatch.setattr(pipeline, "ensure_vqvae", lambda profile, progress=True, device=None: bases["current"])
+    monkeypatch.setattr(pipeline, "perceptual_classifier", lambda profile, progress=True: perceptual)
     calls = []
 
-    def fake_train(profile, vqvae, resume=True, progress=True, classifier=None):  # the loop is tested above; here: what ensure does
-        calls.append(resume)
+    def fake_train(profile, vqvae, classifier, progress=True):  # the loop is tested above; here: what ensure does
+        assert classifier is perceptual
+        calls.append(vqvae_fingerprint(vqvae))
         run = GANDecoderRun(model=vqvae, averaged=vqvae, discriminator=None, folder=gan_decoder_folder(profile),
                             base_fingerprint=vqvae_fingerprint(vqvae))
         save_trained(run)
         return run
 
     monkeypatch.setattr(gan_decoder, "train_gan_decoder", fake_train)
+    first = vqvae_fingerprint(bases["current"])
     pipeline.ensure_gan_decoder(TINY, progress=False)
-    assert calls == [True] and "no fine-tuned decoder yet" in capsys.readouterr().out
+    assert calls == [first] and "fine-tuning the 'ci' VQ-VAE decoder" in capsys.readouterr().out
     pipeline.ensure_gan_decoder(TINY, progress=False)
-    assert calls == [True] and capsys.readouterr().out == ""  # present and current: loaded
+    assert calls == [first] and capsys.readouterr().out == ""  # present and current: loaded
     bases["current"] = tiny_vqvae(seed=1)
-    reloaded = pipeline.ensure_gan_decoder(TINY, progress=False)
-    assert calls == [True, False] and "another VQ-VAE" in capsys.readouterr().out  # stale: started over
-    assert states_equal(reloaded, bases["current"])
+    with pytest.raises(ArtifactError, match=rf"fine-tuned from VQ-VAE {first[:12]}, not from the current VQ-VAE "
+                                            rf"{vqvae_fingerprint(bases['current'])[:12]}.*--restart"):
+        pipeline.ensure_gan_decoder(TINY, progress=False)
+    assert calls == [first]  # the fine-tuned decoder was not replaced
 
 
 def test_cli_train_gan_decoder_reports_the_run(tmp_path, monkeypatch, capsys):

@@ -7,6 +7,7 @@ CUDA hidden so that it takes the CPU path even where a GPU is present. About a m
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
-STAGES = ("data", "peak", "vqvae", "tokenize", "gpt", "classifier", "gan_decoder", "sample", "explorer")
+STAGES = ("data", "peak", "vqvae", "tokenize", "gpt", "gpt_variants", "classifier", "gan_decoder", "sample",
+          "explorer")
 
 
 @pytest.mark.slow
@@ -34,6 +36,8 @@ def test_the_gpu_check_runs_every_stage_on_a_cpu_and_writes_the_samples(tmp_path
     for stage in STAGES:
         assert f"[{stage}] ok in " in log, f"stage {stage} did not report ok:\n{log[-4000:]}"
     assert "tokens/s" in log and "MFU" in log and "faces/s" in log and "matmul peak" in log
+    # the GPT variants at the tiny batch (4 x 1 there): one micro-batch, and torch.compile (eager backend on a CPU)
+    assert re.search(r"4 x 1 [0-9,]+ tokens/s, MFU", log) and re.search(r"4 x 1 compiled [0-9,]+ tokens/s", log)
     assert "all stages ok" in log
     # the temporary data and artifacts are removed when --out is given
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("facegen-gpu-check-")]
@@ -74,4 +78,4 @@ def test_a_failing_stage_is_reported_the_independent_ones_still_run_and_the_exit
     assert "[tokenize] FAILED: RuntimeError: no datasets here" in log
     assert ran == ["data", "peak", "vqvae", "tokenize", "classifier", "gan_decoder"]  # gpt, sample, explorer need it
     assert "[gpt] skipped: needs tokenize" in log and "[explorer] skipped: needs gpt" in log
-    assert "FAILED or skipped: tokenize, gpt, sample, explorer" in log
+    assert "FAILED or skipped: tokenize, gpt, gpt_variants, sample, explorer" in log

@@ -47,6 +47,7 @@ def test_a_run_logs_every_step_validates_on_cadence_and_records_its_speed(tmp_pa
     assert [row["step"] for row in engine.validation] == [3, 6, 7]  # every val_every, and the last step
     assert engine.history[-1]["loss"] < engine.history[0]["loss"]
     assert engine.finished and engine.seconds > 0 and engine.items_per_second > 0
+    assert engine.steady_items_per_second > 0  # measured from step 2 (a quarter of 7 steps) to the last one
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert state["step"] == 7 and state["settings"] == {"steps": 7, "lr": 0.1}
     assert torch.equal(state["model"]["weight"], model.weight.detach())

@@ -110,7 +110,8 @@ class Engine:
         self.validation: list[dict] = []  # rows the trainer appends when `validating`
         self.extra: dict[str, Any] = {}  # anything else the trainer wants checkpointed (plain values, tensors)
         self.seconds = 0.0  # training time over all calls, validation included
-        self.items_per_second = 0.0  # of this call's steps
+        self.items_per_second = 0.0  # of this call's steps, everything included
+        self.steady_items_per_second = 0.0  # of this call's steps after warm-up, the last step's validation left out
         self.start = self.step = 0
         self.done = 0  # steps finished, counting the one being run (step + 1) while inside `steps()`
         self.validating = False
@@ -167,9 +168,14 @@ class Engine:
         began = time.perf_counter()
         bar = tqdm(total=self.total, initial=self.start, desc=self.name, unit="step",
                    disable=not (self.progress and self.is_main))
+        # steady speed: from the start of the `warm`-th step of this call to the start of its last one (two device
+        # syncs in all), leaving out warm-up (allocator, kernel choice, torch.compile) and the last validation
+        warm, last = self.start + min(5, (self.end - self.start) // 4), self.end - 1
         for step in range(self.start, self.end):
             self.step, self.done = step, step + 1
             self.validating = self.done % self.val_every == 0 or self.done == self.total
+            if step in (warm, last) and warm < last:
+                self._mark(step, warm)
             yield step
             bar.update(1)
             if self.done % self.log_every == 0 or self.validating or self.done == self.end:
@@ -182,6 +188,15 @@ class Engine:
         self.seconds += elapsed
         ran = self.end - self.start
         self.items_per_second = ran * self.items_per_step / elapsed if ran > 0 else 0.0
+
+    def _mark(self, step: int, warm: int) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        if step == warm:
+            self._warm_time = now
+        else:
+            self.steady_items_per_second = (step - warm) * self.items_per_step / (now - self._warm_time)
 
     @property
     def finished(self) -> bool:
