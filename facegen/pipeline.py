@@ -126,7 +126,7 @@ def ensure_gan_decoder(profile: Profile | None = None, progress: bool = True, de
     if not model_dir.exists():
         with artifact_lock(folder, "the GAN-tuned decoder"):
             _note(f"fine-tuning the {profile.name!r} VQ-VAE decoder with the VQGAN losses into {folder} ({BUILDING})")
-            train_gan_decoder(profile, vqvae=vqvae, classifier=_perceptual_classifier(profile, progress),
+            train_gan_decoder(profile, vqvae=vqvae, classifier=perceptual_classifier(profile, progress),
                               progress=progress)
     redo = (f"facegen does not replace a trained model by itself: fine-tune it again with "
             f"`facegen train-gan-decoder --restart --profile {profile.name}`")
@@ -145,7 +145,7 @@ def ensure_gan_decoder(profile: Profile | None = None, progress: bool = True, de
         raise ArtifactError(f"{error}; {redo}") from None
 
 
-def _perceptual_classifier(profile: Profile, progress: bool):
+def perceptual_classifier(profile: Profile, progress: bool = True):
     """The network of the VQGAN losses' perceptual term: None when LPIPS is installed with its weights (the losses
     then use it), else the profile's attribute classifier, trained first if missing."""
     from facegen.vqgan_losses import lpips_available
@@ -164,5 +164,5 @@ def ensure_vqgan(profile: Profile | None = None, progress: bool = True, device: 
     if not (folder / MODEL_DIR / "model.safetensors").is_file():
         with artifact_lock(folder, "the small VQGAN"):
             _note(f"training the {profile.name!r} small VQGAN into {folder} ({BUILDING})")
-            train_vqgan(profile, classifier=_perceptual_classifier(profile, progress), progress=progress)
+            train_vqgan(profile, classifier=perceptual_classifier(profile, progress), progress=progress)
     return load_trained_vqgan(folder, device=device or profile.device)
