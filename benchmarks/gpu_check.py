@@ -14,7 +14,8 @@ package's public functions, as a learner's notebooks and `facegen` commands do:
     gpt_variants  the same at 80 x 1 and compiled (100 steps each): which levers raise MFU
     classifier  facegen.classifier.train_classifier           (300 steps x 128)
     gan_decoder facegen.gan_decoder.train_gan_decoder         (200 steps x 16, GAN term from step 50)
-    sample      facegen.sampling.sample_faces                 (batch 16 and 256, KV cache; models from ensure_*)
+    sample      facegen.sampling.sample_faces                 (batch 16 and 256, KV cache dynamic and static;
+                                                                   models from ensure_*)
     explorer    facegen.widgets.Explorer.generate             (16 faces, guidance 3, and a completion)
 
 The PNG (gpu_check_samples.png) shows validation faces, their VQ-VAE reconstructions and the first batch of samples,
@@ -312,6 +313,19 @@ class Check:
             numbers[f"batch {n}"] = f"{n / seconds:,.1f} faces/s ({seconds:.2f} s)"
             if n == self.sizes.sample_batches[0]:
                 first = faces
+        # the static KV cache, with which transformers compiles the decoding step on a GPU: the first call compiles
+        # (on a CPU nothing is compiled: one small batch checks the path)
+        for n in self.sizes.sample_batches if self.cuda else self.sizes.sample_batches[:1]:
+            if self.cuda:
+                sample_faces(loaded.model, loaded.vocab, vqvae, n, seed=1, cache="static")
+            if self.cuda:
+                self.torch.cuda.synchronize()
+            began = time.perf_counter()
+            sample_faces(loaded.model, loaded.vocab, vqvae, n, seed=0, cache="static")
+            if self.cuda:
+                self.torch.cuda.synchronize()
+            seconds = time.perf_counter() - began
+            numbers[f"static cache, batch {n}"] = f"{n / seconds:,.1f} faces/s ({seconds:.2f} s, after a warm-up call)"
         if not bool(self.torch.isfinite(first).all()) or float(first.std()) < 1e-3:
             raise RuntimeError(f"the sampled faces are blank or not finite (std {float(first.std()):.2g})")
         # One picture to look at: validation faces, their VQ-VAE reconstructions, then GPT samples (a few steps of

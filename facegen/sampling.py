@@ -42,6 +42,9 @@ from facegen.tokens import Vocabulary
 __all__ = ["ImageGrammar", "prompt_batch", "parse_attributes", "generation_inputs", "sample_sequences", "sample_codes", "sample_faces"]
 
 
+CACHE_KINDS = ("dynamic", "static")
+
+
 class ImageGrammar(LogitsProcessor):
     """Masks every token the sequence format does not allow at the next position: image codes for the grid**2
     positions after <START_GENERATION>, then <END_GENERATION>. The position is the length of `input_ids` (every row
@@ -182,11 +185,13 @@ def _check_settings(n, guidance_scale, temperature, top_k, top_p) -> None:
 def generation_inputs(model, vocab: Vocabulary, n: int = 16, attributes=None, *, guidance_scale: float = 1.0,
                       temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                       prefix_codes: torch.Tensor | None = None, keep_tokens: int = 0, use_cache: bool = True,
-                      constrained: bool = True) -> dict:
+                      constrained: bool = True, cache: str = "dynamic") -> dict:
     """The keyword arguments of `model.generate(**inputs)` for a batch (see `sample_codes` for the settings):
     input_ids, negative_prompt_ids (the unconditional prompt, when guided), generation_config and logits_processor.
     `constrained=False` leaves the grammar out (to show what it prevents)."""
     _check_settings(n, guidance_scale, temperature, top_k, top_p)
+    if cache not in CACHE_KINDS:
+        raise ValueError(f"cache must be one of {', '.join(CACHE_KINDS)}, got {cache!r}")
     if model.config.vocab_size != vocab.size:
         raise ValueError(f"the model's vocab_size {model.config.vocab_size} does not match the vocabulary's "
                          f"{vocab.size} tokens")
@@ -197,7 +202,8 @@ def generation_inputs(model, vocab: Vocabulary, n: int = 16, attributes=None, *,
         max_new_tokens=vocab.length - prompts.shape[1],  # the remaining image tokens + <END_GENERATION>
         do_sample=not greedy, use_cache=use_cache, guidance_scale=None if guidance_scale == 1 else guidance_scale,
         eos_token_id=vocab.end_generation_id, pad_token_id=vocab.pad_id, bos_token_id=vocab.start_face_id,
-        **({} if greedy else {"temperature": temperature, "top_k": top_k or 0, "top_p": top_p or 1.0}))
+        **({} if greedy else {"temperature": temperature, "top_k": top_k or 0, "top_p": top_p or 1.0}),
+        **({"cache_implementation": "static"} if cache == "static" and use_cache else {}))
     inputs = {"input_ids": prompts, "attention_mask": torch.ones_like(prompts),
               "generation_config": config,
               "logits_processor": LogitsProcessorList([ImageGrammar(vocab)] if constrained else [])}
@@ -224,14 +230,14 @@ def _quiet_padding(constrained: bool):
 def sample_sequences(model, vocab: Vocabulary, n: int = 16, attributes=None, *, guidance_scale: float = 1.0,
                      temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, seed: int = 0,
                      prefix_codes: torch.Tensor | None = None, keep_tokens: int = 0, use_cache: bool = True,
-                     constrained: bool = True, progress: bool = False) -> torch.Tensor:
+                     constrained: bool = True, progress: bool = False, cache: str = "dynamic") -> torch.Tensor:
     """Whole sequences (n, vocab.length), LongTensor on the CPU: prompt, image tokens, <END_GENERATION>. Generated
     on the model's device in its own dtype (no autocast; see the module docstring).
     With `constrained=False` (no grammar) a sequence may stop early: it is then padded with <PAD> to the full length
     and `vocab.decode_sequence` rejects it."""
     inputs = generation_inputs(model, vocab, n, attributes, guidance_scale=guidance_scale, temperature=temperature,
                                top_k=top_k, top_p=top_p, prefix_codes=prefix_codes, keep_tokens=keep_tokens,
-                               use_cache=use_cache, constrained=constrained)
+                               use_cache=use_cache, constrained=constrained, cache=cache)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     steps = inputs["generation_config"].max_new_tokens
@@ -257,7 +263,8 @@ def sample_sequences(model, vocab: Vocabulary, n: int = 16, attributes=None, *, 
 def sample_codes(model, vocab: Vocabulary, n: int = 16, attributes: Mapping[str, int] | None = None, *,
                  guidance_scale: float = 1.0, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, seed: int = 0, prefix_codes: torch.Tensor | None = None,
-                 keep_tokens: int = 0, use_cache: bool = True, progress: bool = False) -> torch.Tensor:
+                 keep_tokens: int = 0, use_cache: bool = True, progress: bool = False,
+                 cache: str = "dynamic") -> torch.Tensor:
     """n sampled faces as codebook indices, LongTensor (n, grid, grid) on the CPU.
 
     - attributes: {"Smiling": 1, "Eyeglasses": 0} (values 0, 1, None or "?"); the others are "?". None: all "?".
@@ -269,10 +276,13 @@ def sample_codes(model, vocab: Vocabulary, n: int = 16, attributes: Mapping[str,
     - prefix_codes (n or 1, grid, grid) with keep_tokens N: completion; the first N image tokens in raster order are
       kept exactly and the rest is sampled.
     - use_cache: the KV cache (off only to measure what it saves).
+    - cache: "dynamic" (grows token by token, the default) or "static" (allocated once for the whole sequence; on a
+      GPU transformers then compiles the decoding step, which cuts the per-token overhead that bounds small batches;
+      measured by benchmarks/gpu_check.py, not yet on a GPU). Both give the same faces.
     """
     sequences = sample_sequences(model, vocab, n, attributes, guidance_scale=guidance_scale, temperature=temperature,
                                  top_k=top_k, top_p=top_p, seed=seed, prefix_codes=prefix_codes,
-                                 keep_tokens=keep_tokens, use_cache=use_cache, progress=progress)
+                                 keep_tokens=keep_tokens, use_cache=use_cache, progress=progress, cache=cache)
     return sequences[:, vocab.image_start:vocab.end_position].reshape(n, vocab.grid_size, vocab.grid_size)
 
 

@@ -36,6 +36,7 @@ def test_the_gpu_check_runs_every_stage_on_a_cpu_and_writes_the_samples(tmp_path
     for stage in STAGES:
         assert f"[{stage}] ok in " in log, f"stage {stage} did not report ok:\n{log[-4000:]}"
     assert "tokens/s" in log and "MFU" in log and "faces/s" in log and "matmul peak" in log
+    assert "static cache, batch 2" in log
     # the GPT variants at the tiny batch (4 x 1 there): one micro-batch, and torch.compile (eager backend on a CPU)
     assert re.search(r"4 x 1 [0-9,]+ tokens/s, MFU", log) and re.search(r"4 x 1 compiled [0-9,]+ tokens/s", log)
     assert "all stages ok" in log

@@ -293,3 +293,17 @@ def test_parse_attributes_from_the_command_line():
             parse_attributes([bad])
     with pytest.raises(ValueError, match="Smiling is set twice"):
         parse_attributes(["Smiling=1", "Smiling=0"])
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_a_static_cache_gives_the_same_faces_as_the_dynamic_one(model, guidance):
+    """The static KV cache (what lets transformers compile the decoding step on a GPU) changes how the keys and values
+    are stored, not what is computed: the same seed gives the same codes, with and without guidance."""
+    kwargs = dict(attributes={"Smiling": 1}, guidance_scale=guidance, seed=3)
+    dynamic = sample_codes(model, VOCAB, 3, **kwargs)
+    static = sample_codes(model, VOCAB, 3, cache="static", **kwargs)
+    assert torch.equal(static, dynamic)
+    assert generation_inputs(model, VOCAB, 1, cache="static")["generation_config"].cache_implementation == "static"
+    assert generation_inputs(model, VOCAB, 1)["generation_config"].cache_implementation is None
+    with pytest.raises(ValueError, match="cache must be one of dynamic, static, got 'paged'"):
+        sample_codes(model, VOCAB, 1, cache="paged")
