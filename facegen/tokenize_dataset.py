@@ -52,6 +52,7 @@ from facegen.checkpoint import atomic_file, atomic_folder, atomic_write_json
 from facegen.config import Profile, get_profile
 from facegen.data.celeba import ATTR_FILE, IMAGE_DIR, PARTITION_FILE
 from facegen.data.dataset import FaceDataset, open_dataset, uses_hub
+from facegen.data.streaming import FaceImages
 from facegen.data.transforms import from_uint8
 from facegen.notes import note
 from facegen.vqvae import VQVAE
@@ -134,6 +135,8 @@ def tokenize_split(vqvae: VQVAE, images, batch_size: int = 256, progress: bool =
     Encoding runs on the VQ-VAE's device: uint8 batches are copied there and scaled there; only the codes come back.
     (`tokenize_dataset` encodes whole datasets resumably, chunk by chunk, with the same steps.)"""
     cuda = next(vqvae.parameters()).device.type == "cuda"
+    if isinstance(images, FaceImages):  # a streamed split: decode it batch by batch like a FaceDataset
+        images = images.faces
     if isinstance(images, FaceDataset):
         total = len(images)
         batches = DataLoader(_Uint8Images(images), batch_size=batch_size, shuffle=False, num_workers=num_workers,
@@ -143,7 +146,8 @@ def tokenize_split(vqvae: VQVAE, images, batch_size: int = 256, progress: bool =
         batches = (images[start:start + batch_size] for start in range(0, total, batch_size))
     else:
         got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"tokenize_split: images must be a uint8 tensor (N, 3, S, S) or a FaceDataset; got {got}")
+        raise ValueError(f"tokenize_split: images must be a uint8 tensor (N, 3, S, S), a FaceDataset or FaceImages; "
+                         f"got {got}")
     codes = []
     with _encoding(vqvae) as encode, tqdm(total=total, desc=desc, unit="img", disable=not progress) as bar:
         for batch in batches:

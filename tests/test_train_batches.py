@@ -72,3 +72,15 @@ def test_load_images_streams_when_the_profile_says_so(celeba_shared, monkeypatch
     assert not (tmp_path / "gpu" / "cache").exists()  # nothing decoded into a tensor file
     in_memory = load_images(profile.replace(data={"stream": False}), "train", progress=False)
     assert torch.equal(images[0:6], in_memory)
+
+
+def test_a_streamed_split_tokenizes_like_the_tensor(both):
+    from facegen.tokenize_dataset import tokenize_split
+    from facegen.vqvae import VQVAE
+
+    streamed, tensor = both
+    torch.manual_seed(0)
+    vqvae = VQVAE(codebook_size=16, embed_dim=8, hidden=16, n_res_blocks=1).eval()
+    assert streamed.ndim == tensor.ndim == 4
+    assert torch.equal(tokenize_split(vqvae, streamed, batch_size=4, progress=False),
+                       tokenize_split(vqvae, tensor, batch_size=4, progress=False))

@@ -19,6 +19,7 @@ class FaceImages(Dataset):
     """The uint8 face crops (3, S, S) of a `FaceDataset`, decoded on demand; `attributes` is the int8 (N, 40) matrix."""
 
     dtype = torch.uint8
+    ndim = 4
 
     def __init__(self, faces: FaceDataset):
         self.faces = faces
