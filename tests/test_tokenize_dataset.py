@@ -220,8 +220,8 @@ def test_tokenize_split_streams_and_preloaded_agree(profile, images, make_vqvae,
     assert streamed.dtype == torch.int16 and streamed.shape == (16, 16, 16)
     assert torch.equal(streamed, preloaded)
     np.testing.assert_array_equal(streamed.reshape(16, -1).numpy(), expected_codes(0, "train"))
-    with pytest.raises(ValueError, match=r"tokenize_split: images must be a uint8 tensor \(N, 3, S, S\) or a "
-                                         r"FaceDataset; got torch.float32 \(2, 3, 128, 128\)"):
+    with pytest.raises(ValueError, match=r"tokenize_split: images must be a uint8 tensor \(N, 3, S, S\), a "
+                                         r"FaceDataset or FaceImages; got torch.float32 \(2, 3, 128, 128\)"):
         tokenize_split(model, torch.zeros(2, 3, 128, 128), progress=False)
 
 
