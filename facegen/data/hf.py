@@ -7,8 +7,8 @@ CELEBA_ATTRIBUTES, and the official splits `train` / `valid` / `test`. `HFCelebA
 From the hub (`load_hub_splits`): the `gpu` profile falls back to it when it finds no CelebA folder (Colab's one "Run
 all"; see `facegen.data.dataset.uses_hub`). The dataset is loaded once per process with `datasets.load_dataset`
 (config `img_align+identity+attr`), which downloads it once (about 12 GB of parquet files: 19 + 3 + 3 files of
-0.4-0.5 GB on the hub's file listing; CelebA's own JPEGs are 1.4 GB), shows its own
-progress bars, converts it to Arrow files in the `datasets` cache and afterwards reads it from there, memory-mapped.
+0.4-0.5 GB on the hub's file listing; CelebA's own JPEGs are 1.4 GB), shows its own progress bars, converts it to
+Arrow files in the `datasets` cache and afterwards reads it from there, memory-mapped.
 One line says what is loaded and how big before it starts; without a connection (and no cached copy) one line says
 what to do instead (`HubUnavailableError`). `_download_from_hub` is the only function that calls the hub.
 """
