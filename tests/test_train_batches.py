@@ -72,6 +72,8 @@ def test_load_images_streams_when_the_profile_says_so(celeba_shared, monkeypatch
     assert not (tmp_path / "gpu" / "cache").exists()  # nothing decoded into a tensor file
     in_memory = load_images(profile.replace(data={"stream": False}), "train", progress=False)
     assert torch.equal(images[0:6], in_memory)
+    valid = load_images(profile, "valid", progress=False)  # small enough to hold: notebooks use it as a tensor
+    assert torch.is_tensor(valid) and valid.shape == (2, 3, SIZE, SIZE)
 
 
 def test_a_streamed_split_tokenizes_like_the_tensor(both):

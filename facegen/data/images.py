@@ -103,14 +103,15 @@ def load_images(profile: Profile | None = None, split: str = "train", attributes
 
     Decoding JPEGs is the slow part of CPU training, so the tensors are cached in the profile's artifacts, keyed by
     the size and modification time of the dataset's attribute file. With `profile.data.stream` (real CelebA) the
-    split is a `FaceImages` instead, indexed like the tensor but decoded per batch: nothing is held in memory."""
+    training split is a `FaceImages` instead, indexed like the tensor but decoded per batch (as a tensor, CelebA's
+    162,770 training faces would take ~8 GB); the validation and test splits (~1 GB each) stay tensors."""
     import torch
 
     from facegen.data.dataset import open_dataset, preload
 
     profile = profile or get_profile()
     folder = ensure_synthfaces(profile, progress=progress)
-    if profile.data.stream:
+    if profile.data.stream and split == "train":  # valid and test (~1 GB each for CelebA) stay tensors
         from facegen.data.streaming import FaceImages
 
         images = FaceImages(open_dataset(profile, split))
