@@ -296,8 +296,7 @@ def tokenize_dataset(profile: Profile | None = None, vqvae: VQVAE | None = None,
     fingerprints = {"vqvae": vqvae_fingerprint(vqvae), "data": data_fingerprint(profile)}
     reason = _stale_reason(read_token_info(out_dir), **fingerprints)
     if reason is not None:
-        print(f"[facegen] tokenizing the {profile.name!r} dataset with the VQ-VAE into {out_dir} ({reason})",
-              flush=True)
+        note(f"tokenizing the {profile.name!r} dataset with the VQ-VAE into {out_dir} ({reason})")
         splits, info = _encode_splits(profile, vqvae, fingerprints, progress, batch_size, out_dir, chunk_size)
         _save_atomic(splits, info, out_dir)
         del splits
