@@ -30,6 +30,10 @@ def test_face_images_index_like_the_tensor(both):
     assert torch.equal(streamed[2:5], tensor[2:5])
     assert torch.equal(streamed[torch.tensor([7, 0, 7])], tensor[torch.tensor([7, 0, 7])])
     assert torch.equal(streamed[[1, 9]], tensor[[1, 9]])
+    mask = torch.tensor([True, False] * 5)
+    assert torch.equal(streamed[mask], tensor[mask])  # a mask selects, it is not read as indices 1 and 0
+    with pytest.raises(IndexError, match="a mask of 3 for 10 faces"):
+        streamed[torch.tensor([True, False, True])]
     assert streamed[5:5].shape == (0, 3, SIZE, SIZE)
     with pytest.raises(TypeError, match="FaceImages: index with"):
         streamed[1.5]

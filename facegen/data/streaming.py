@@ -33,17 +33,23 @@ class FaceImages(Dataset):
         return (len(self), 3, self.faces.image_size, self.faces.image_size)
 
     def __getitem__(self, index) -> torch.Tensor:
-        """One image (3, S, S) for an int; a batch (B, 3, S, S) for a slice, a list or a 1-D integer tensor."""
+        """One image (3, S, S) for an int; a batch (B, 3, S, S) for a slice, a list, a 1-D integer tensor or a boolean
+        mask. A batch is decoded at once, so ask for a few thousand faces at most (~48 KiB each at 128 px)."""
         if isinstance(index, int) or (torch.is_tensor(index) and index.ndim == 0):
             return self.faces.uint8_item(int(index))[0]
         if isinstance(index, slice):
             rows = range(len(self))[index]
+        elif torch.is_tensor(index) and index.ndim == 1 and index.dtype == torch.bool:  # a mask, as for a tensor
+            if len(index) != len(self):
+                raise IndexError(f"FaceImages: a mask of {len(index)} for {len(self)} faces")
+            rows = index.nonzero().flatten().tolist()
         elif torch.is_tensor(index) and index.ndim == 1 and not index.is_floating_point():
             rows = index.tolist()
         elif isinstance(index, (list, tuple)):
             rows = list(index)
         else:
-            raise TypeError(f"FaceImages: index with an int, a slice, a list or a 1-D integer tensor, not {index!r}")
+            raise TypeError(f"FaceImages: index with an int, a slice, a list, a 1-D integer tensor or a boolean mask, "
+                            f"not {index!r}")
         if len(rows) == 0:
             return torch.empty((0, *self.shape[1:]), dtype=torch.uint8)
         return torch.stack([self.faces.uint8_item(int(i))[0] for i in rows])
