@@ -118,3 +118,24 @@ def test_a_folder_being_trained_by_another_process_is_refused(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_optimize_steps_on_this_losss_gradients_only(tmp_path):
+    """A GAN's generator loss flows through the discriminator too: the discriminator's update that follows must see
+    its own loss's gradients only (a missing zero_grad once weakened both GAN trainers' discriminators)."""
+    torch.manual_seed(0)
+    generator, discriminator = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    lr = 0.5
+    with Engine("gan", tmp_path, 2, settings={}, val_every=2, items_per_step=8, progress=False) as engine:
+        generator, discriminator, opt_g, opt_d = engine.prepare(
+            generator=generator, discriminator=discriminator,
+            opt_g=torch.optim.SGD(generator.parameters(), lr=lr), opt_d=torch.optim.SGD(discriminator.parameters(), lr=lr))
+        for _ in engine.steps():
+            fake = generator(X[:8])
+            engine.optimize(-discriminator(fake).mean(), opt_g)  # also fills the discriminator's .grad
+            d_loss = discriminator(fake.detach()).mean()
+            expected = torch.autograd.grad(d_loss, list(discriminator.parameters()), retain_graph=True)
+            before = [p.detach().clone() for p in discriminator.parameters()]
+            engine.optimize(d_loss, opt_d)
+            for old, new, grad in zip(before, discriminator.parameters(), expected):
+                torch.testing.assert_close(new.detach(), old - lr * grad)

@@ -219,7 +219,9 @@ class Engine:
 
     def optimize(self, loss: torch.Tensor, optimizer, scheduler=None, clip_norm: float | None = None,
                  parameters=None) -> None:
-        """`backward` then `update`: one plain training step's worth of optimisation."""
+        """`backward` then `update`: one plain training step's worth of optimisation, from this loss's gradients
+        only (a GAN's generator loss also reaches the discriminator's weights: those must not be carried over)."""
+        optimizer.zero_grad(set_to_none=True)
         self.backward(loss)
         self.update(optimizer, scheduler, clip_norm, parameters)
 
