@@ -74,7 +74,7 @@ def _text_outputs(path: Path):
 
 # Executed before facegen printed relative paths and cleaned widget fallbacks; re-executing them under the cpu profile
 # (`facegen course --profile cpu --only 05 06 07`, ~20 min on an idle 2-core machine) fixes them: then drop this set.
-NOT_YET_REEXECUTED = {"07_vqgan_comparison.ipynb"}
+NOT_YET_REEXECUTED: set[str] = set()
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(
