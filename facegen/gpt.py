@@ -401,7 +401,7 @@ def train_gpt(profile: Profile | None = None, splits=None, folder: Path | None =
     sequences_per_step = cfg.batch_size * cfg.grad_accum
     with Engine("GPT", folder, total_steps(cfg, len(train_ids)) if steps is None else steps,
                 settings=_run_settings(profile, vocab, vqvae_fingerprint), val_every=cfg.val_every,
-                items_per_step=sequences_per_step * vocab.length, unit="token", mixed_precision=cfg.mixed_precision,
+                items_per_step=sequences_per_step * vocab.length, mixed_precision=cfg.mixed_precision,
                 grad_accum=cfg.grad_accum, stop_after=stop_after, resume=resume, progress=progress) as engine:
         accelerator, processes = engine.accelerator, engine.accelerator.num_processes
         if steps is None and processes > 1:  # an epoch is shared by the processes: fewer steps each

@@ -45,7 +45,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from facegen.checkpoint import atomic_file, atomic_folder, atomic_write_json
@@ -93,19 +93,6 @@ def partial_folder(out_dir: Path) -> Path:
 # --------------------------------------------------------------------------------------------------- encoding
 
 
-class _Uint8Images(Dataset):
-    """The uint8 face crops of a FaceDataset, so DataLoader workers send compact batches."""
-
-    def __init__(self, faces: FaceDataset):
-        self.faces = faces
-
-    def __len__(self) -> int:
-        return len(self.faces)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.faces.uint8_item(i)[0]
-
-
 def _codes_dtype(vqvae: VQVAE) -> torch.dtype:
     return torch.int16 if vqvae.codebook_size <= torch.iinfo(torch.int16).max + 1 else torch.int32
 
@@ -135,11 +122,11 @@ def tokenize_split(vqvae: VQVAE, images, batch_size: int = 256, progress: bool =
     Encoding runs on the VQ-VAE's device: uint8 batches are copied there and scaled there; only the codes come back.
     (`tokenize_dataset` encodes whole datasets resumably, chunk by chunk, with the same steps.)"""
     cuda = next(vqvae.parameters()).device.type == "cuda"
-    if isinstance(images, FaceImages):  # a streamed split: decode it batch by batch like a FaceDataset
-        images = images.faces
-    if isinstance(images, FaceDataset):
+    if isinstance(images, FaceDataset):  # JPEGs: decoded batch by batch as uint8 crops, like a streamed split
+        images = FaceImages(images)
+    if isinstance(images, FaceImages):
         total = len(images)
-        batches = DataLoader(_Uint8Images(images), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        batches = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                              pin_memory=cuda)
     elif isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4 and images.shape[1] == 3:
         total = len(images)
@@ -414,7 +401,7 @@ def _encode_splits(profile: Profile, vqvae: VQVAE, fingerprints: dict, progress:
             if not todo:
                 continue
             done = n - sum(stop - start for start, stop in todo)
-            loader = DataLoader(_Uint8Images(faces[split]), batch_sampler=_ChunkBatches(list(todo), batch_size),
+            loader = DataLoader(FaceImages(faces[split]), batch_sampler=_ChunkBatches(list(todo), batch_size),
                                 num_workers=profile.data.num_workers, pin_memory=cuda)
             pending, filled, chunk_began = [], 0, time.perf_counter()
             with tqdm(total=n, initial=done, desc=f"tokenizing {split}", unit="img", disable=not progress) as bar:

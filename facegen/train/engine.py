@@ -92,7 +92,7 @@ class Engine:
     """The training loop's scaffolding for one run; see the module docstring for how a trainer uses it."""
 
     def __init__(self, name: str, folder: Path, steps: int, *, settings: dict, val_every: int,
-                 items_per_step: int, unit: str = "img", mixed_precision: str = "auto", grad_accum: int = 1,
+                 items_per_step: int, mixed_precision: str = "auto", grad_accum: int = 1,
                  stop_after: int | None = None, resume: bool = True, progress: bool = True, log_every: int = 25):
         _check_count(f"{name}: steps", steps, minimum=1)
         _check_count(f"{name}: val_every", val_every, minimum=1)
@@ -100,7 +100,7 @@ class Engine:
             _check_count(f"{name}: stop_after", stop_after, minimum=0)
         self.name, self.folder, self.total = name, Path(folder), steps
         self.settings = {"steps": steps, **settings}
-        self.val_every, self.items_per_step, self.unit = val_every, items_per_step, unit
+        self.val_every, self.items_per_step = val_every, items_per_step
         self.end = min(steps, stop_after) if stop_after is not None else steps
         self.resume, self.progress, self.log_every = resume, progress, log_every
         self.accelerator = make_accelerator(mixed_precision, grad_accum)
