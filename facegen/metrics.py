@@ -301,3 +301,95 @@ def unigram_entropy(codes: Tensor, codebook_size: int) -> float:
     p = torch.bincount(codes, minlength=codebook_size).double()
     p = p[p > 0] / p.sum()
     return float(-(p * p.log()).sum())
+
+
+# --- Uncertainty: every evaluation number on a finite sample of requests comes with a 95% interval.
+
+__all__ += ["proportion_interval", "bootstrap_interval", "accuracy_report", "frechet_with_interval"]
+
+
+def proportion_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion `successes / n` (scipy's binomtest): unlike p +- 1.96 sqrt(p(1-p)/n)
+    it stays inside [0, 1] and is honest at 0% and 100%. (nan, nan) for n = 0."""
+    from scipy.stats import binomtest
+
+    if n == 0:
+        return float("nan"), float("nan")
+    if not 0 <= successes <= n:
+        raise ValueError(f"proportion_interval: successes must lie in 0..n = {n}, got {successes}")
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def bootstrap_interval(statistic, n: int, confidence: float = 0.95, resamples: int = 1000,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval (scipy.stats.bootstrap) of `statistic(rows)`, a function of a LongTensor of row
+    indices into n items (rows drawn with replacement). Resampling whole rows keeps what belongs together (all the
+    attributes of one request, one face's features) together."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    if n < 2:
+        raise ValueError(f"bootstrap_interval: needs n >= 2 items, got {n}")
+    result = bootstrap((np.arange(n),), lambda rows: statistic(torch.as_tensor(rows, dtype=torch.long)),
+                       vectorized=False, n_resamples=resamples, confidence_level=confidence, method="percentile",
+                       random_state=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def accuracy_report(predicted: Tensor, targets: Tensor, attributes: tuple[str, ...], confidence: float = 0.95,
+                    resamples: int = 1000) -> dict:
+    """Per-attribute accuracy of 0/1 predictions (N, A) against targets of 1 / 0 / -1 (unspecified), each with a
+    Wilson interval, over all specified requests and over those asking the attribute to be present; and both means
+    over attributes with a bootstrap interval over requests.
+
+    Returns {"rows": [{"attribute", "n", "accuracy", "interval", "n_present", "present", "present_interval"}],
+    "mean": (value, (low, high)), "present_mean": (value, (low, high))}."""
+    targets = torch.as_tensor(targets).long()
+    predicted = torch.as_tensor(predicted).long()
+    present_targets = torch.where(targets == 1, 1, -1)
+    rows = []
+    for j, name in enumerate(attributes):
+        asked, present = targets[:, j] != -1, targets[:, j] == 1
+        hits = predicted[:, j] == targets[:, j]
+        n, n_present = int(asked.sum()), int(present.sum())
+        if n == 0:
+            continue
+        right, right_present = int((hits & asked).sum()), int((hits & present).sum())
+        rows.append({"attribute": name, "n": n, "accuracy": right / n, "interval": proportion_interval(right, n,
+                     confidence), "n_present": n_present,
+                     "present": right_present / n_present if n_present else float("nan"),
+                     "present_interval": proportion_interval(right_present, n_present, confidence)})
+
+    def mean_over(target_rows):
+        return lambda rows_: prediction_accuracy(predicted[rows_], target_rows[rows_], attributes)["mean"]
+
+    report = {"rows": rows}
+    for key, target_rows in (("mean", targets), ("present_mean", present_targets)):
+        value = mean_over(target_rows)(torch.arange(len(targets)))
+        report[key] = (value, bootstrap_interval(mean_over(target_rows), len(targets), confidence, resamples))
+    return report
+
+
+def frechet_with_interval(features_a: Tensor, features_b: Tensor, confidence: float = 0.95,
+                          resamples: int = 200, seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """Frechet distance between two feature sets (N, F) and (M, F), with a bootstrap interval from resampling both
+    sets. A resample repeats images, which biases its distance upwards, so the interval is the "basic" bootstrap's
+    (2 d - upper and lower quantiles of the resampled distances): it is centred on the estimate the way the
+    resampled distances are centred on it. The distance itself is biased upwards at small N (even two samples of
+    one distribution are apart), which no interval corrects: compare it with a floor of the same N."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    features_a, features_b = torch.as_tensor(features_a).double(), torch.as_tensor(features_b).double()
+
+    def distance(rows_a, rows_b):
+        stats_a = feature_statistics(features_a[torch.as_tensor(rows_a, dtype=torch.long)])
+        stats_b = feature_statistics(features_b[torch.as_tensor(rows_b, dtype=torch.long)])
+        return frechet_distance(*stats_a, *stats_b)
+
+    value = distance(np.arange(len(features_a)), np.arange(len(features_b)))
+    result = bootstrap((np.arange(len(features_a)), np.arange(len(features_b))), distance, vectorized=False,
+                       paired=False, n_resamples=resamples, confidence_level=confidence, method="basic",
+                       random_state=np.random.default_rng(seed))
+    return value, (float(result.confidence_interval.low), float(result.confidence_interval.high))

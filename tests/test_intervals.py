@@ -1,0 +1,68 @@
+"""Confidence intervals of the evaluation (facegen.metrics: proportion_interval, bootstrap_interval,
+accuracy_report, frechet_with_interval), checked against hand formulas and invariants."""
+
+import math
+
+import pytest
+import torch
+
+from facegen import metrics
+
+
+def wilson_by_hand(k, n, z=1.959963984540054):
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize("k,n", [(8, 10), (0, 20), (20, 20), (412, 500)])
+def test_proportion_interval_is_wilsons(k, n):
+    low, high = metrics.proportion_interval(k, n)
+    assert (low, high) == pytest.approx(wilson_by_hand(k, n), abs=1e-9)
+    assert 0 <= low <= k / n <= high <= 1
+
+
+def test_proportion_interval_edges():
+    assert all(math.isnan(v) for v in metrics.proportion_interval(0, 0))
+    with pytest.raises(ValueError, match="0..n = 3"):
+        metrics.proportion_interval(4, 3)
+
+
+def test_bootstrap_interval_of_a_mean_matches_the_normal_approximation():
+    values = torch.randn(2000, generator=torch.Generator().manual_seed(0)).double()
+    low, high = metrics.bootstrap_interval(lambda rows: float(values[rows].mean()), len(values))
+    half = 1.96 * float(values.std()) / math.sqrt(len(values))
+    assert low < float(values.mean()) < high
+    assert (high - low) / 2 == pytest.approx(half, rel=0.1)
+
+
+def test_accuracy_report_counts_intervals_and_present_only():
+    attributes = ("A", "B")
+    targets = torch.tensor([[1, 0], [1, -1], [0, 1], [0, -1]])
+    predicted = torch.tensor([[1, 0], [0, 1], [0, 0], [0, 1]])
+    report = metrics.accuracy_report(predicted, targets, attributes, resamples=200)
+    a, b = report["rows"]
+    assert (a["n"], a["accuracy"], a["n_present"], a["present"]) == (4, 0.75, 2, 0.5)
+    assert (b["n"], b["accuracy"], b["n_present"], b["present"]) == (2, 0.5, 1, 0.0)
+    assert a["interval"] == pytest.approx(wilson_by_hand(3, 4))
+    assert b["present_interval"] == pytest.approx(wilson_by_hand(0, 1))
+    assert report["mean"][0] == pytest.approx((0.75 + 0.5) / 2)
+    assert report["present_mean"][0] == pytest.approx((0.5 + 0.0) / 2)
+    low, high = report["mean"][1]
+    assert low <= report["mean"][0] <= high
+
+
+def test_accuracy_report_leaves_out_attributes_never_asked():
+    report = metrics.accuracy_report(torch.ones(3, 2), torch.tensor([[1, -1]] * 3), ("A", "B"), resamples=50)
+    assert [r["attribute"] for r in report["rows"]] == ["A"] and report["mean"][0] == 1.0
+
+
+def test_frechet_with_interval_value_is_the_plain_distance_and_the_interval_brackets_it():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(300, 4, generator=g), torch.randn(300, 4, generator=g) + 0.5
+    value, (low, high) = metrics.frechet_with_interval(a, b, resamples=100)
+    assert value == pytest.approx(metrics.frechet_distance(*metrics.feature_statistics(a),
+                                                           *metrics.feature_statistics(b)))
+    assert low < value < high
+    assert abs(value - 4 * 0.25) < high - low  # the true distance (mean shift 0.5 in 4 dims) lies near it
