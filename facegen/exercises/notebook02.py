@@ -1,0 +1,60 @@
+"""Checks for the exercises of notebook 02 (training the VQ-VAE)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from facegen import metrics
+from facegen.exercises import Verdict, as_number, check, close, correct, not_yet, unpack
+
+
+@check("answer_1")
+def psnr_by_hand(answer, reconstruction: torch.Tensor, original: torch.Tensor) -> Verdict:
+    """Exercise 1: the PSNR (dB) of one reconstruction, images in [-1, 1]."""
+    mine = as_number(answer, "answer_1")
+    expected = float(metrics.psnr(reconstruction[None], original[None]))
+    if close(mine, expected, abs_tol=1e-3):
+        return correct(f"{expected:.2f} dB = 10 log10(range² / MSE), with range 2 for images in [-1, 1]")
+    if close(mine, expected - 20 * math.log10(2), abs_tol=1e-3):
+        return not_yet("the peak-to-peak range of images in [-1, 1] is 2, not 1")
+    return not_yet("take the mean of the squared differences over every pixel and channel, then 10 log10(range² / MSE)")
+
+
+@check("answer_2")
+def bits_per_token_and_compression(answer, codebook_size: int = 16384, image_size: int = 128,
+                                   grid: int = 16) -> Verdict:
+    """Exercise 2: (bits per token, compression factor of a grid x grid token image over raw 8-bit RGB)."""
+    bits, factor = (as_number(a, "each value of answer_2") for a in unpack(answer, 2, "answer_2"))
+    expected_bits = math.log2(codebook_size)
+    expected_factor = image_size * image_size * 3 * 8 / (grid * grid * expected_bits)
+    if not close(bits, expected_bits, abs_tol=1e-9):
+        return not_yet(f"a token that picks one of {codebook_size:,} codes carries log2 of that many bits")
+    if not close(factor, expected_factor, rel=1e-3):
+        return not_yet("divide the raw bits (height x width x 3 channels x 8 bits) by the bits of all the tokens")
+    return correct(f"{expected_bits:.0f} bits per token, {expected_factor:.1f}x fewer bits than the raw pixels")
+
+
+@check("answer_3")
+def vq_loss_with_beta(answer, model: torch.nn.Module, x: torch.Tensor, beta: float = 1.0) -> Verdict:
+    """Exercise 3: the VQ loss of batch `x` with the commitment weight set to `beta`: beta x mean ||z - e||^2, plus
+    the codebook loss mean ||e - z||^2 unless the codebook is updated by EMA. Computed in eval mode, so the check
+    changes nothing in `model`."""
+    mine = as_number(answer, "answer_3")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            vq = model.quantizer(model.encoder(x))
+            commitment = torch.mean((vq.quantized - model.encoder(x)) ** 2)
+    finally:
+        model.train(was_training)
+    expected = (beta if model.quantizer.ema else 1 + beta) * float(commitment)
+    if close(mine, expected, rel=1e-4):
+        return correct(f"VQ loss {expected:.4g} with beta = {beta}: the commitment term scales with beta")
+    if close(mine, float(vq.loss), rel=1e-4):
+        return not_yet(f"that is the loss with the model's own beta ({model.quantizer.beta}); change beta on a copy "
+                       "of the model first")
+    return not_yet("set `beta` on the copy's quantizer, run the copy on x in eval mode (no EMA update) and take the "
+                   "quantizer output's `.loss`")
