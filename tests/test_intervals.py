@@ -58,11 +58,23 @@ def test_accuracy_report_leaves_out_attributes_never_asked():
     assert [r["attribute"] for r in report["rows"]] == ["A"] and report["mean"][0] == 1.0
 
 
-def test_frechet_with_interval_value_is_the_plain_distance_and_the_interval_brackets_it():
+def test_frechet_with_interval_value_is_the_plain_distance_and_the_interval_its_spread():
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(300, 4, generator=g), torch.randn(300, 4, generator=g) + 0.5
-    value, (low, high) = metrics.frechet_with_interval(a, b, resamples=100)
+    a, b = torch.randn(400, 4, generator=g), torch.randn(400, 4, generator=g) + 0.5
+    value, (low, high) = metrics.frechet_with_interval(a, b, resamples=60)
     assert value == pytest.approx(metrics.frechet_distance(*metrics.feature_statistics(a),
                                                            *metrics.feature_statistics(b)))
-    assert low < value < high
-    assert abs(value - 4 * 0.25) < high - low  # the true distance (mean shift 0.5 in 4 dims) lies near it
+    assert low < value < high and value - low == pytest.approx(high - value)
+    # the interval describes how the distance varies between samples: check against fresh samples
+    fresh = []
+    for seed in range(1, 41):
+        g = torch.Generator().manual_seed(seed)
+        x, y = torch.randn(400, 4, generator=g), torch.randn(400, 4, generator=g) + 0.5
+        fresh.append(metrics.frechet_distance(*metrics.feature_statistics(x), *metrics.feature_statistics(y)))
+    fresh = torch.tensor(fresh)
+    assert (high - low) / 2 == pytest.approx(1.96 * float(fresh.std()), rel=0.5)
+
+
+def test_frechet_with_interval_needs_a_few_rows():
+    with pytest.raises(ValueError, match="at least 4"):
+        metrics.frechet_with_interval(torch.randn(3, 2), torch.randn(10, 2))
