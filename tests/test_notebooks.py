@@ -86,3 +86,39 @@ def test_committed_outputs_name_no_machine_paths_and_no_frozen_progress_bars(pat
     assert not absolute, absolute[:2]
     frozen = [t for t in texts if re.search(r"(^|\s)0%\|", t)]  # a widget bar's fallback frozen at its start
     assert not frozen, frozen[:2]
+
+
+def _tags(cell: dict) -> list[str]:
+    return cell["metadata"].get("tags", [])
+
+
+def _text_output(cell: dict) -> str:
+    texts = []
+    for output in cell.get("outputs", []):
+        texts.append("".join(output.get("text", "")) or "".join(output.get("data", {}).get("text/plain", "")))
+    return "".join(texts)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_exercises_can_be_attempted_checked_and_solved(path):
+    """At least 3 exercises; each checked one is an empty attempt cell, a check that says "not attempted yet", and a
+    collapsed worked solution that its check confirms; one changes code; one is an open question without a check."""
+    all_cells = cells(path)
+    statements = [m for c in all_cells if c["cell_type"] == "markdown"
+                  for m in re.findall(r"^\*\*Exercise (\d+) — ([^*]+)\*\*", source(c), re.MULTILINE)]
+    numbers = [int(n) for n, _ in statements]
+    assert len(statements) >= 3 and numbers == list(range(1, len(numbers) + 1)), statements
+    assert any("(open)" in title for _, title in statements), "one open question, with no check"
+    attempts = [i for i, c in enumerate(all_cells) if "exercise-attempt" in _tags(c)]
+    n_open = sum("(open)" in title for _, title in statements)
+    assert len(attempts) == len(statements) - n_open >= 2, "every exercise but the open ones has an attempt cell"
+    assert any("exercise-changes-code" in _tags(all_cells[i]) for i in attempts), "one exercise changes code"
+    for i in attempts:
+        attempt, verdict, solution = all_cells[i], all_cells[i + 1], all_cells[i + 2]
+        assert re.search(r"^\w+ = None\b", source(attempt), re.MULTILINE), source(attempt)
+        assert not _text_output(attempt).strip()
+        assert "exercise-check" in _tags(verdict) and _text_output(verdict).startswith("not attempted yet — ")
+        assert {"exercise-solution", "hide-input"} <= set(_tags(solution))
+        assert solution["metadata"].get("jupyter", {}).get("source_hidden") is True
+        assert source(solution).rstrip().endswith(".confirm()")
+        assert _text_output(solution).startswith("correct — "), _text_output(solution)
