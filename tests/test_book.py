@@ -73,6 +73,21 @@ def test_the_book_renders_the_notebooks_themselves_not_copies():
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_worked_solutions_are_dropdowns_that_hide_their_answer(build, notebook):
+    """Each exercise's worked solution is a collapsed <details>, its "correct — ..." output inside it: a reader of
+    the book sees the answer only after opening it."""
+    html, _ = build
+    solutions = [c for c in json.loads(notebook.read_text())["cells"]
+                 if "exercise-solution" in c["metadata"].get("tags", [])]
+    chunks = [chunk.split('<div class="cell ')[0]
+              for chunk in chapter_page(html, notebook).read_text().split("tag_exercise-solution")[1:]]
+    assert len(chunks) == len(solutions) >= 2
+    for chunk in chunks:
+        opened, closed = chunk.find("<details"), chunk.find("</details>")
+        assert 0 <= opened < chunk.find("correct —") < closed, chunk[:300]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_notebook_is_a_chapter_with_its_figures(build, notebook):
     html, _ = build
     page = chapter_page(html, notebook)

@@ -118,7 +118,8 @@ def test_exercises_can_be_attempted_checked_and_solved(path):
         assert re.search(r"^\w+ = None\b", source(attempt), re.MULTILINE), source(attempt)
         assert not _text_output(attempt).strip()
         assert "exercise-check" in _tags(verdict) and _text_output(verdict).startswith("not attempted yet — ")
-        assert {"exercise-solution", "hide-input"} <= set(_tags(solution))
-        assert solution["metadata"].get("jupyter", {}).get("source_hidden") is True
+        # collapsed with its output ("correct — <the answer>"): a dropdown in the book, folded in JupyterLab
+        assert {"exercise-solution", "hide-cell"} <= set(_tags(solution))
+        assert solution["metadata"].get("jupyter") == {"source_hidden": True, "outputs_hidden": True}
         assert source(solution).rstrip().endswith(".confirm()")
         assert _text_output(solution).startswith("correct — "), _text_output(solution)
