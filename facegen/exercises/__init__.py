@@ -66,7 +66,7 @@ def check(name: str) -> Callable:
         @functools.wraps(function)
         def checked(answer, *args, **kwargs) -> Verdict:
             if _empty(answer):
-                return Verdict(NOT_ATTEMPTED, f"set `{name}` in the cell above, run it, then run this cell again")
+                return Verdict(NOT_ATTEMPTED, f"set `{name}` above, then run this cell again")
             try:
                 return function(answer, *args, **kwargs)
             except Exception as error:  # the learner's code or answer failed: say so, never break the notebook
