@@ -11,9 +11,11 @@ formats and shapes give identical output in both.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 PROFILE_NAMES = ("ci", "cpu", "gpu")
 # Artifacts and data live next to the checkout; a pip-installed facegen (e.g. on Colab) uses the working directory.
@@ -49,6 +51,30 @@ class VQVAEConfig:
     lr: float = 2e-3
     val_every: int = 400
     seed: int = 0
+    # The bottleneck: "vq", the learned codebook of facegen/quantize.py. `FSQVAEConfig` below is the same model with
+    # finite scalar quantization instead. A class attribute, not a field: the settings a VQ run's checkpoint records
+    # (`asdict(cfg)`) stay what they were before FSQ existed, so earlier checkpoints still resume.
+    quantizer: ClassVar[str] = "vq"
+
+
+@dataclass(frozen=True)
+class FSQVAEConfig(VQVAEConfig):
+    """The VQ-VAE with finite scalar quantization (facegen/fsq.py) instead of the learned codebook: the encoder ends in
+    len(fsq_levels) channels, each rounded to its number of levels; no codebook to learn, no VQ loss. codebook_size
+    must equal the product of the levels; embed_dim, beta, ema, ema_decay and restart_after are unused. A profile
+    switches with `profile.replace(vqvae={"quantizer": "fsq"})` (every other setting kept); compared with the VQ
+    one in benchmarks/bench_tokenizers.py."""
+
+    quantizer: ClassVar[str] = "fsq"
+    fsq_levels: tuple[int, ...] = (8, 8, 8)  # 8 * 8 * 8 = 512 codes, the VQ-VAE's codebook size
+
+    def __post_init__(self):
+        if math.prod(self.fsq_levels) != self.codebook_size:
+            raise ValueError(f"vqvae.fsq_levels {tuple(self.fsq_levels)} make {math.prod(self.fsq_levels)} codes but "
+                             f"vqvae.codebook_size is {self.codebook_size}: set codebook_size to their product")
+
+
+VQVAE_CONFIGS = {"vq": VQVAEConfig, "fsq": FSQVAEConfig}  # vqvae.quantizer -> the config class
 
 
 @dataclass(frozen=True)
@@ -172,10 +198,22 @@ class Profile:
         return REPO_ROOT / "data" / folder
 
     def replace(self, **sections) -> "Profile":
-        """A copy with some fields changed, e.g. `profile.replace(vqvae={"steps": 10})`."""
+        """A copy with some fields changed, e.g. `profile.replace(vqvae={"steps": 10})`. `vqvae={"quantizer": "fsq"}`
+        (or "vq") switches the VQ-VAE's config class, keeping every setting the two share."""
         changes = {}
         for key, value in sections.items():
             current = getattr(self, key)
+            if key == "vqvae" and isinstance(value, dict) and "quantizer" in value:
+                value = dict(value)
+                kind = value.pop("quantizer")
+                if kind not in VQVAE_CONFIGS:
+                    raise ValueError(f"vqvae.quantizer must be one of {', '.join(map(repr, VQVAE_CONFIGS))}, "
+                                     f"got {kind!r}")
+                target = VQVAE_CONFIGS[kind]
+                shared = {f.name: getattr(current, f.name) for f in dataclasses.fields(target)
+                          if hasattr(current, f.name)}
+                changes[key] = target(**{**shared, **value})
+                continue
             changes[key] = dataclasses.replace(current, **value) if isinstance(value, dict) else value
         return dataclasses.replace(self, **changes)
 

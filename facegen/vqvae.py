@@ -6,19 +6,30 @@ codebook indices: 256 tokens from a vocabulary of K codes. The tokenizer interfa
     encode_indices(images in [-1, 1], (B, 3, H, W)) -> LongTensor (B, H/8, W/8)
     decode_indices(indices) -> images in [-1, 1]
 
+The bottleneck is the learned codebook of `facegen.quantize.VectorQuantizer` (`quantizer="vq"`, the default) or
+finite scalar quantization, `facegen.fsq.FSQ` (`quantizer="fsq"`): the same encoder and decoder, with the encoder's
+last 1x1 convolution giving len(fsq_levels) channels instead of `embed_dim`, and codebook_size = the product of the
+levels. Both present the same interface (forward -> QuantizerOutput, encode, decode), so training,
+tokenizing, metrics and sampling do not know which one they use.
+
 `VQVAE` saves and loads as a folder (`config.json` + `model.safetensors`) through huggingface_hub's
-`PyTorchModelHubMixin`, so a trained tokenizer can be shared like any hub model.
+`PyTorchModelHubMixin`, so a trained tokenizer can be shared like any hub model; config.json names the quantizer.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from facegen.fsq import FSQ
 from facegen.quantize import QuantizerOutput, VectorQuantizer
 
 DOWNSAMPLING = 8  # 128 px -> 16 x 16 tokens
+QUANTIZERS = ("vq", "fsq")
 
 
 class ResidualBlock(nn.Module):
@@ -80,23 +91,39 @@ class Decoder(nn.Module):
 
 
 class VQVAE(nn.Module, PyTorchModelHubMixin):
-    """Encoder -> VectorQuantizer -> Decoder. `forward` returns the reconstruction and the quantizer's output."""
+    """Encoder -> quantizer -> Decoder. `forward` returns the reconstruction and the quantizer's output.
+
+    `quantizer="vq"` (default): a `VectorQuantizer` of `codebook_size` codes of size `embed_dim`, with `beta`, `ema`,
+    `ema_decay`, `restart_after`. `quantizer="fsq"`: an `FSQ` with `fsq_levels`; the code vector then has
+    len(fsq_levels) channels, `codebook_size` must equal their product, and the VQ-only arguments are unused."""
 
     def __init__(self, codebook_size: int = 512, embed_dim: int = 64, hidden: int = 64, n_res_blocks: int = 2,
-                 beta: float = 0.25, ema: bool = True, ema_decay: float = 0.99, restart_after: int | None = 50):
+                 beta: float = 0.25, ema: bool = True, ema_decay: float = 0.99, restart_after: int | None = 50,
+                 quantizer: str = "vq", fsq_levels: Sequence[int] = (8, 8, 8)):
         super().__init__()
+        if quantizer not in QUANTIZERS:
+            raise ValueError(f"VQVAE: quantizer must be one of {', '.join(QUANTIZERS)}, got {quantizer!r}")
+        if quantizer == "fsq" and codebook_size != math.prod(fsq_levels):
+            raise ValueError(f"VQVAE: with FSQ levels {tuple(fsq_levels)} there are {math.prod(fsq_levels)} codes, "
+                             f"but codebook_size is {codebook_size}; pass codebook_size={math.prod(fsq_levels)}")
         self.codebook_size = codebook_size
-        self.encoder = Encoder(hidden, embed_dim, n_res_blocks)
-        self.quantizer = VectorQuantizer(codebook_size, embed_dim, beta=beta, ema=ema, decay=ema_decay,
-                                         restart_after=restart_after)
-        self.decoder = Decoder(hidden, embed_dim, n_res_blocks)
+        code_dim = len(fsq_levels) if quantizer == "fsq" else embed_dim
+        # Built in this order (encoder, quantizer, decoder): it fixes which random numbers initialise which weights.
+        self.encoder = Encoder(hidden, code_dim, n_res_blocks)
+        if quantizer == "fsq":
+            self.quantizer = FSQ(fsq_levels)
+        else:
+            self.quantizer = VectorQuantizer(codebook_size, embed_dim, beta=beta, ema=ema, decay=ema_decay,
+                                             restart_after=restart_after)
+        self.decoder = Decoder(hidden, code_dim, n_res_blocks)
 
     @classmethod
     def from_profile(cls, profile) -> "VQVAE":
         c = profile.vqvae
+        fsq = {"quantizer": "fsq", "fsq_levels": c.fsq_levels} if c.quantizer == "fsq" else {}
         return cls(codebook_size=c.codebook_size, embed_dim=c.embed_dim, hidden=c.hidden,
                    n_res_blocks=c.n_res_blocks, beta=c.beta, ema=c.ema, ema_decay=c.ema_decay,
-                   restart_after=c.restart_after)
+                   restart_after=c.restart_after, **fsq)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, QuantizerOutput]:
         _check_images(images)
