@@ -245,8 +245,7 @@ def train_classifier(profile: Profile | None = None, train: tuple[torch.Tensor, 
         run = ClassifierRun(model=engine.unwrap(model), folder=folder, history=engine.history,
                             validation=engine.validation, metrics=engine.extra.get("metrics", {}),
                             seconds=engine.seconds, images_per_second=engine.items_per_second)
-        if engine.finished and engine.is_main and (engine.done > engine.start
-                                                   or not (folder / "model.safetensors").is_file()):
+        if engine.saves_trained(folder / "model.safetensors"):
             save_trained(run)
     return run
 

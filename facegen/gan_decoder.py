@@ -158,7 +158,7 @@ def train_gan_decoder(profile: Profile | None = None, vqvae: VQVAE | None = None
                             folder=folder, base_fingerprint=base_fingerprint, perceptual=perceptual.name,
                             history=engine.history, validation=engine.validation, seconds=engine.seconds,
                             images_per_second=engine.items_per_second)
-        if engine.finished and engine.is_main:
+        if engine.saves_trained(folder / MODEL_DIR):
             save_trained(run)
     return run
 

@@ -431,7 +431,7 @@ def train_gpt(profile: Profile | None = None, splits=None, folder: Path | None =
                      tokens_per_second=engine.items_per_second * processes,
                      steady_tokens_per_second=engine.steady_items_per_second * processes,
                      is_main_process=engine.is_main)
-        if engine.finished and engine.is_main:
+        if engine.saves_trained(folder / MODEL_DIR):
             save_trained(run, profile, vqvae_fingerprint)
         accelerator.wait_for_everyone()
     return run

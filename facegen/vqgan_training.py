@@ -179,7 +179,7 @@ def train_vqgan(profile: Profile | None = None, train_images: Tensor | None = No
         run = VQGANRun(model=plain, discriminator=engine.unwrap(discriminator), folder=folder,
                        perceptual=perceptual.name, history=engine.history, validation=engine.validation,
                        seconds=engine.seconds, images_per_second=engine.items_per_second)
-        if engine.finished and engine.is_main:
+        if engine.saves_trained(folder / MODEL_DIR):
             save_trained(run)
     return run
 

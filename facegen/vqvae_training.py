@@ -119,7 +119,7 @@ def train_vqvae(profile: Profile | None = None, train_images: torch.Tensor | Non
         run = VQVAERun(model=engine.unwrap(model), folder=folder, history=engine.history,
                        validation=engine.validation, seconds=engine.seconds,
                        images_per_second=engine.items_per_second)
-        if engine.finished and engine.is_main:
+        if engine.saves_trained(folder / MODEL_DIR):
             save_trained(run)
     return run
 

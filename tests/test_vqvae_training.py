@@ -91,3 +91,18 @@ def test_steps_must_be_a_positive_count(tmp_path):
     with pytest.raises(ValueError, match="got 0"):
         train_vqvae(TINY, square_images(8), square_images(2), folder=tmp_path, steps=0, progress=False)
     assert not (tmp_path / "model").exists()
+
+
+def test_a_call_that_finds_the_run_finished_keeps_the_recorded_model_and_speed(tmp_path, capsys):
+    import json
+
+    train, val = square_images(16), square_images(4, seed=1)
+    train_vqvae(TINY, train, val, folder=tmp_path, progress=False)
+    history = (tmp_path / "history.json").read_text()
+    weights = (tmp_path / "model" / "model.safetensors").stat().st_mtime_ns
+    assert json.loads(history)["images_per_second"] > 0
+    again = train_vqvae(TINY, train, val, folder=tmp_path, progress=True)  # nothing left to run
+    assert len(again.history) == TINY.vqvae.steps
+    assert (tmp_path / "history.json").read_text() == history  # not replaced by this call's speed of 0
+    assert (tmp_path / "model" / "model.safetensors").stat().st_mtime_ns == weights
+    assert "step/s" not in capsys.readouterr().err  # and no empty progress bar

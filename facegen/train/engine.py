@@ -166,8 +166,8 @@ class Engine:
         back logged values every `log_every` steps, and writes a checkpoint every `val_every` steps (when the
         trainer has just appended its validation row) and where the run stops."""
         began = time.perf_counter()
-        bar = tqdm(total=self.total, initial=self.start, desc=self.name, unit="step",
-                   disable=not (self.progress and self.is_main))
+        bar = tqdm(total=self.total, initial=self.start, desc=self.name, unit="step",  # no bar with nothing to run
+                   disable=not (self.progress and self.is_main) or self.start >= self.end)
         # steady speed: from the start of the `warm`-th step of this call to the start of its last one (two device
         # syncs in all), leaving out warm-up (allocator, kernel choice, torch.compile) and the last validation
         warm, last = self.start + min(5, (self.end - self.start) // 4), self.end - 1
@@ -202,6 +202,12 @@ class Engine:
     def finished(self) -> bool:
         """True once the run has reached its last step (now or in an earlier call)."""
         return self.done >= self.total or self.start >= self.total
+
+    def saves_trained(self, model: Path) -> bool:
+        """Should the trainer write its finished model (and history, speed) to `model`? On the main process of a
+        finished run, when this call trained, or when the model is missing. A call that found the run already
+        finished writes nothing: it would replace the recorded speed by this call's zero."""
+        return self.finished and self.is_main and (self.end > self.start or not Path(model).exists())
 
     def backward(self, loss: torch.Tensor) -> None:
         """loss.backward(), through accelerate's loss scaler when training in fp16."""
