@@ -14,14 +14,21 @@ def code_counts(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
     return torch.bincount(indices.flatten(), minlength=codebook_size)
 
 
-def code_patches(images: torch.Tensor, indices: torch.Tensor, code: int, limit: int = 16) -> torch.Tensor:
+def code_patches(images: torch.Tensor, indices: torch.Tensor, code: int, limit: int = 16,
+                 region: tuple[slice, slice] | None = None) -> torch.Tensor:
     """The image cells (patches of size H/h x W/w) whose token is `code`, in scan order, at most `limit`:
-    a tensor (n, 3, H/h, W/w). Each token of an f8 tokenizer "owns" one 8x8 pixel cell."""
+    a tensor (n, 3, H/h, W/w). Each token of an f8 tokenizer "owns" one 8x8 pixel cell. `region` (row slice,
+    column slice of the grid) keeps only cells inside it: the band a ranking was computed on."""
     n, h, w = indices.shape
     if images.shape[0] != n or images.shape[-2] % h or images.shape[-1] % w:
         raise ValueError(f"images {tuple(images.shape)} do not match token grids {tuple(indices.shape)}")
     ph, pw = images.shape[-2] // h, images.shape[-1] // w
-    where = (indices == code).nonzero()[:limit]  # rows of (image, row, col)
+    matches = indices == code
+    if region is not None:
+        inside = torch.zeros(h, w, dtype=torch.bool, device=indices.device)
+        inside[region] = True
+        matches &= inside
+    where = matches.nonzero()[:limit]  # rows of (image, row, col)
     return torch.stack([images[i, :, r * ph:(r + 1) * ph, c * pw:(c + 1) * pw] for i, r, c in where.tolist()]) \
         if len(where) else images.new_zeros(0, images.shape[1], ph, pw)
 

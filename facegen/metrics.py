@@ -340,26 +340,31 @@ def bootstrap_interval(statistic, n: int, confidence: float = 0.95, resamples: i
 def accuracy_report(predicted: Tensor, targets: Tensor, attributes: tuple[str, ...], confidence: float = 0.95,
                     resamples: int = 1000) -> dict:
     """Per-attribute accuracy of 0/1 predictions (N, A) against targets of 1 / 0 / -1 (unspecified), each with a
-    Wilson interval, over all specified requests and over those asking the attribute to be present; and both means
-    over attributes with a bootstrap interval over requests.
+    Wilson interval, over all specified requests, over those asking the attribute to be present, and over those
+    asking it absent (present-only accuracy alone rewards a model that always draws a common attribute: read it with
+    the absent side); and the all and present-only means over attributes with a bootstrap interval over requests.
 
-    Returns {"rows": [{"attribute", "n", "accuracy", "interval", "n_present", "present", "present_interval"}],
+    Returns {"rows": [{"attribute", "n", "accuracy", "interval", "n_present", "present", "present_interval",
+    "n_absent", "absent", "absent_interval"}],
     "mean": (value, (low, high)), "present_mean": (value, (low, high))}."""
     targets = torch.as_tensor(targets).long()
     predicted = torch.as_tensor(predicted).long()
     present_targets = torch.where(targets == 1, 1, -1)
     rows = []
     for j, name in enumerate(attributes):
-        asked, present = targets[:, j] != -1, targets[:, j] == 1
+        asked, present, absent = targets[:, j] != -1, targets[:, j] == 1, targets[:, j] == 0
         hits = predicted[:, j] == targets[:, j]
-        n, n_present = int(asked.sum()), int(present.sum())
+        n = int(asked.sum())
         if n == 0:
             continue
-        right, right_present = int((hits & asked).sum()), int((hits & present).sum())
-        rows.append({"attribute": name, "n": n, "accuracy": right / n, "interval": proportion_interval(right, n,
-                     confidence), "n_present": n_present,
-                     "present": right_present / n_present if n_present else float("nan"),
-                     "present_interval": proportion_interval(right_present, n_present, confidence)})
+        row = {"attribute": name, "n": n, "accuracy": int((hits & asked).sum()) / n,
+               "interval": proportion_interval(int((hits & asked).sum()), n, confidence)}
+        for side, wanted in (("present", present), ("absent", absent)):
+            count, right = int(wanted.sum()), int((hits & wanted).sum())
+            row[f"n_{side}"] = count
+            row[side] = right / count if count else float("nan")
+            row[f"{side}_interval"] = proportion_interval(right, count, confidence)
+        rows.append(row)
 
     def mean_over(target_rows):
         return lambda rows_: prediction_accuracy(predicted[rows_], target_rows[rows_], attributes)["mean"]

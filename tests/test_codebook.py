@@ -23,6 +23,15 @@ def test_code_patches_returns_the_cells_of_that_code():
         code_patches(images[:1], indices, code=7)
 
 
+def test_code_patches_in_a_region_come_only_from_inside_it():
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    indices = torch.tensor([[[7, 0], [0, 0]], [[0, 0], [0, 7]]])
+    bottom_row = (slice(1, 2), slice(0, 2))
+    patches = code_patches(images, indices, code=7, region=bottom_row)
+    assert patches.shape == (1, 3, 2, 2) and torch.equal(patches[0], images[1, :, 2:4, 2:4])
+    assert torch.equal(indices, torch.tensor([[[7, 0], [0, 0]], [[0, 0], [0, 7]]]))  # the tokens are not changed
+
+
 def test_position_histograms_sum_to_one_and_count_right():
     indices = torch.tensor([[[0, 1]], [[0, 2]], [[1, 2]], [[0, 2]]])  # N=4, h=1, w=2
     hist = position_histograms(indices, 3)

@@ -45,7 +45,9 @@ def test_accuracy_report_counts_intervals_and_present_only():
     a, b = report["rows"]
     assert (a["n"], a["accuracy"], a["n_present"], a["present"]) == (4, 0.75, 2, 0.5)
     assert (b["n"], b["accuracy"], b["n_present"], b["present"]) == (2, 0.5, 1, 0.0)
+    assert (a["n_absent"], a["absent"], b["n_absent"], b["absent"]) == (2, 1.0, 1, 1.0)
     assert a["interval"] == pytest.approx(wilson_by_hand(3, 4))
+    assert a["absent_interval"] == pytest.approx(wilson_by_hand(2, 2))
     assert b["present_interval"] == pytest.approx(wilson_by_hand(0, 1))
     assert report["mean"][0] == pytest.approx((0.75 + 0.5) / 2)
     assert report["present_mean"][0] == pytest.approx((0.5 + 0.0) / 2)

@@ -66,7 +66,8 @@ def uniform_perplexity(answer, vocab: Vocabulary) -> Verdict:
     """Exercise 4: the perplexity of the uniform baseline over the image codes."""
     mine = as_number(answer, "answer_4")
     if close(mine, vocab.codebook_size, rel=1e-6):
-        return correct(f"exp(ln K) = K = {vocab.codebook_size}: a model that knows nothing chooses among all codes")
+        return correct(f"exp(ln K) = K = {vocab.codebook_size}: a model that knows nothing chooses among all codes; "
+                       "one that beats it lies between 1 and K")
     if close(mine, math.log(vocab.codebook_size), rel=1e-6):
         return not_yet("that is the loss ln K; the perplexity is exp(loss)")
     if close(mine, vocab.size, rel=1e-6):
