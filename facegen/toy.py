@@ -98,6 +98,7 @@ class ToyRun:
     codes_used: list[int] = field(default_factory=list)  # after each step: codes picked by at least one data point
     perplexity: list[float] = field(default_factory=list)  # after each step: exp(entropy) of the data's code usage
     loss: list[float] = field(default_factory=list)  # each step's batch loss: reconstruction MSE + quantizer loss
+    lr: float | None = None  # the learning rate it was trained with
 
 
 def train_toy_vqvae(data: Tensor, quantizer: VectorQuantizer, steps: int = 300, lr: float = 0.05,
@@ -118,7 +119,7 @@ def train_toy_vqvae(data: Tensor, quantizer: VectorQuantizer, steps: int = 300, 
     model = ToyVQAutoencoder(quantizer).train()
     # With EMA the codebook has requires_grad=False: the optimizer only gets what gradients move.
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    run = ToyRun(model=model)
+    run = ToyRun(model=model, lr=lr)
     with _one_thread():
         for _ in range(steps):
             x = data[torch.randint(data.shape[0], (batch_size,), generator=batches)]

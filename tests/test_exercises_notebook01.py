@@ -96,14 +96,14 @@ def test_token_grid_bits():
 # --- exercise 4: start the codes on the data (a hand-made run: the toy's encoder starts as the identity) --------------
 
 
-def toy_run(codebook=None, steps=300, **options) -> ToyRun:
+def toy_run(codebook=None, steps=300, lr=0.05, **options) -> ToyRun:
     options.setdefault("kmeans_init", False)
     torch.manual_seed(0)
     quantizer = VectorQuantizer(16, 2, **options)
     if codebook is not None:
         with torch.no_grad():
             quantizer.codebook.copy_(codebook)
-    return ToyRun(model=ToyVQAutoencoder(quantizer), codes_used=[0] * steps)
+    return ToyRun(model=ToyVQAutoencoder(quantizer), codes_used=[0] * steps, lr=lr)
 
 
 def test_codes_placed_on_the_data():
@@ -115,6 +115,9 @@ def test_codes_placed_on_the_data():
     assert_not_yet(notebook01.codes_placed_on_the_data(toy_run(on_the_ring, restart_after=20), ring), "no remedy")
     assert_not_yet(notebook01.codes_placed_on_the_data(toy_run(kmeans_init=True), ring), "no remedy")
     assert_not_yet(notebook01.codes_placed_on_the_data(toy_run(on_the_ring, steps=50), ring), "steps=300")
+    # the learning rate or beta changed instead of the start: not this exercise
+    assert_not_yet(notebook01.codes_placed_on_the_data(toy_run(on_the_ring, lr=0.5), ring), "lr=0.05")
+    assert_not_yet(notebook01.codes_placed_on_the_data(toy_run(on_the_ring, beta=1.0), ring), "beta=0.25")
     assert_not_yet(notebook01.codes_placed_on_the_data(on_the_ring, ring), "ToyRun")
-    small = ToyRun(model=ToyVQAutoencoder(VectorQuantizer(8, 2, kmeans_init=False)), codes_used=[0] * 300)
+    small = ToyRun(model=ToyVQAutoencoder(VectorQuantizer(8, 2, kmeans_init=False)), codes_used=[0] * 300, lr=0.05)
     assert_not_yet(notebook01.codes_placed_on_the_data(small, ring), "VectorQuantizer(16, 2")

@@ -28,7 +28,7 @@ BETA_1 = 0.25
 PERPLEXITY_CASES = ([8, 8, 0, 0], [4, 2, 1, 1], [5], [1] * 512, [100, 1, 1, 1], [0, 3, 0, 1])
 
 # Exercise 4: the baseline of section 5 (K = 16 codes in 2-D, 300 steps) and the usage it must reach.
-TOY_CODES, TOY_STEPS, TOY_MIN_USED = 16, 300, 14
+TOY_CODES, TOY_STEPS, TOY_MIN_USED, TOY_LR, TOY_BETA = 16, 300, 14, 0.05, 0.25
 
 
 @check("answer_1")
@@ -124,6 +124,9 @@ def codes_placed_on_the_data(answer, data: torch.Tensor) -> Verdict:
     if quantizer.kmeans_init or quantizer.restart_after is not None or quantizer.ema:
         return not_yet("no remedy this time: kmeans_init=False, no restart_after, no EMA; change only where the "
                        "codes start")
+    if answer.lr != TOY_LR or quantizer.beta != TOY_BETA:
+        return not_yet(f"keep the baseline's training settings (lr={TOY_LR}, beta={TOY_BETA}): other settings can change "
+                       "which codes survive, and the exercise is about where the codes start")
     if len(answer.codes_used) < TOY_STEPS:
         return not_yet(f"train as long as the baseline did: steps={TOY_STEPS} (your run has "
                        f"{len(answer.codes_used)})")
