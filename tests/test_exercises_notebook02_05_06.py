@@ -78,23 +78,33 @@ def test_bits_for_loss():
     assert_not_yet(notebook05.bits_for_loss(bits_per_image(2.0, VOCAB) + 5, VOCAB), "nats per token")
 
 
-def test_accumulated_gradients_needs_each_micro_batch_weighted_by_its_size():
+def test_accumulated_gradients_needs_one_pass_per_micro_batch_weighted_by_its_size():
     vocab = Vocabulary(16, ("Eyeglasses", "Smiling"), grid_size=4)
     torch.manual_seed(0)
     model = build_gpt(get_profile("ci"), vocab)
     batch = torch.randint(0, 16, (8, vocab.length))
     micro = [batch[:6], batch[6:]]
 
-    def gradients(weights):
+    def weighted(weight):
+        def my_gradients(micro_batches):
+            model.zero_grad(set_to_none=True)
+            for m in micro_batches:
+                (gpt_loss(model, m, vocab) * weight(m, micro_batches)).backward()
+            return {name: p.grad.clone() for name, p in model.named_parameters()}
+        return my_gradients
+
+    def full_batch(micro_batches):  # the right gradient, but no accumulation
         model.zero_grad(set_to_none=True)
-        for m, w in zip(micro, weights):
-            (gpt_loss(model, m, vocab) * w).backward()
+        gpt_loss(model, torch.cat(micro_batches), vocab).backward()
         return {name: p.grad.clone() for name, p in model.named_parameters()}
 
-    assert notebook05.accumulated_gradients(gradients([6 / 8, 2 / 8]), model, micro, vocab)
-    assert_not_yet(notebook05.accumulated_gradients(gradients([1 / 2, 1 / 2]), model, micro, vocab), "share")
-    assert_not_yet(notebook05.accumulated_gradients({"x": torch.zeros(1)}, model, micro, vocab), "every parameter")
-    assert notebook05.accumulated_gradients([1, 2], model, micro, vocab).status == NOT_YET
+    assert notebook05.accumulated_gradients(weighted(lambda m, ms: len(m) / sum(map(len, ms))), model, micro, vocab)
+    assert_not_yet(notebook05.accumulated_gradients(weighted(lambda m, ms: 1 / len(ms)), model, micro, vocab), "share")
+    assert_not_yet(notebook05.accumulated_gradients(full_batch, model, micro, vocab), "one forward and backward")
+    assert_not_yet(notebook05.accumulated_gradients(lambda ms: {"x": torch.zeros(1)}, model, micro, vocab),
+                   "one forward")
+    wrong_type = notebook05.accumulated_gradients(full_batch(micro), model, micro, vocab)  # the result, not the function
+    assert wrong_type.status == NOT_YET and "itself" in wrong_type.message
 
 
 def test_uniform_perplexity():

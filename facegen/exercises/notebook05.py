@@ -43,20 +43,31 @@ def bits_for_loss(answer, vocab: Vocabulary, loss: float = 2.0) -> Verdict:
 @check("answer_3")
 def accumulated_gradients(answer, model: torch.nn.Module, micro_batches: list[torch.Tensor],
                           vocab: Vocabulary) -> Verdict:
-    """Exercise 3: gradients {parameter name: tensor} accumulated over unequal micro-batches that must equal the
-    gradient of the mean loss over all their sequences together."""
-    if not isinstance(answer, dict):
-        raise TypeError("answer_3 should be the dict that `gradients(...)` returns")
+    """Exercise 3: `answer` is the learner's function micro_batches -> {parameter name: gradient}. Called here on
+    unequal micro-batches, it must run one forward pass per micro-batch (accumulating, not concatenating) and return
+    the gradient of the mean loss over all their sequences together."""
+    if not callable(answer):
+        raise TypeError("answer_3 should be your function `my_gradients` itself (no brackets), not its result")
+    seen = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(len(kwargs.get(
+        "input_ids", args[0] if args else []))), with_kwargs=True)
+    try:
+        mine = answer(micro_batches)
+    finally:
+        hook.remove()
     model.zero_grad(set_to_none=True)
     gpt_loss(model, torch.cat(micro_batches), vocab).backward()
     full = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
-    if set(answer) != set(full):
+    sizes = [len(m) for m in micro_batches]
+    if seen != sizes:
+        return not_yet(f"run one forward and backward pass per micro-batch ({' + '.join(map(str, sizes))} "
+                       f"sequences); your function ran the model on batches of {seen or 'nothing'}")
+    if not isinstance(mine, dict) or set(mine) != set(full):
         return not_yet("return the gradient of every parameter, as `gradients` does")
-    if all(torch.allclose(answer[n], full[n], atol=1e-6, rtol=1e-4) for n in full):
-        sizes = " + ".join(str(len(m)) for m in micro_batches)
-        return correct(f"micro-batches of {sizes} sequences, each loss weighted by its share of the sequences, give "
-                       "the full-batch gradient")
+    if all(torch.allclose(mine[n], full[n], atol=1e-6, rtol=1e-4) for n in full):
+        return correct(f"micro-batches of {' + '.join(map(str, sizes))} sequences, each loss weighted by its share of "
+                       "the sequences, give the full-batch gradient")
     return not_yet("a micro-batch's loss is a mean over its own sequences: weight it by its share of all the "
                    "sequences (its size / the total), not by 1 / the number of micro-batches")
 
