@@ -19,7 +19,7 @@ def assert_not_yet(verdict, hint):
     assert verdict.status == NOT_YET and hint in verdict.message, verdict
 
 
-@pytest.mark.parametrize("check", [notebook02.psnr_by_hand, notebook02.bits_per_token_and_compression,
+@pytest.mark.parametrize("check", [notebook02.psnr_by_hand, notebook02.bits_at_perplexity,
                                    notebook02.vq_loss_with_beta, notebook05.effective_batch, notebook05.bits_for_loss,
                                    notebook05.accumulated_gradients, notebook05.uniform_perplexity,
                                    notebook06.allowed_after_image, notebook06.completion_new_tokens,
@@ -36,11 +36,13 @@ def test_psnr_by_hand():
     assert_not_yet(notebook02.psnr_by_hand(13.0, reconstruction, original), "10 log10")
 
 
-def test_bits_per_token_and_compression():
-    assert notebook02.bits_per_token_and_compression((14, 393216 / (256 * 14)))
-    assert_not_yet(notebook02.bits_per_token_and_compression((16384, 1.0)), "log2")
-    assert_not_yet(notebook02.bits_per_token_and_compression((14, 170.7)), "raw bits")
-    assert notebook02.bits_per_token_and_compression(14).status == NOT_YET  # not a pair
+def test_bits_at_perplexity():
+    assert notebook02.bits_at_perplexity(256 * math.log2(461.6), 461.6)
+    assert notebook02.bits_at_perplexity(256 * 8, 256.0)  # 256 equally used codes: 8 bits per token
+    assert_not_yet(notebook02.bits_at_perplexity(256 * math.log(461.6), 461.6), "nats")
+    assert_not_yet(notebook02.bits_at_perplexity(math.log2(461.6), 461.6), "per token")
+    assert_not_yet(notebook02.bits_at_perplexity(256 * 461.6, 461.6), "number of codes")
+    assert_not_yet(notebook02.bits_at_perplexity(2304, 461.6), "exp(entropy)")
 
 
 @pytest.mark.parametrize("ema", [True, False])

@@ -7,7 +7,7 @@ import math
 import torch
 
 from facegen import metrics
-from facegen.exercises import Verdict, as_number, check, close, correct, not_yet, unpack
+from facegen.exercises import Verdict, as_number, check, close, correct, not_yet
 
 
 @check("answer_1")
@@ -23,17 +23,21 @@ def psnr_by_hand(answer, reconstruction: torch.Tensor, original: torch.Tensor) -
 
 
 @check("answer_2")
-def bits_per_token_and_compression(answer, codebook_size: int = 16384, image_size: int = 128,
-                                   grid: int = 16) -> Verdict:
-    """Exercise 2: (bits per token, compression factor of a grid x grid token image over raw 8-bit RGB)."""
-    bits, factor = (as_number(a, "each value of answer_2") for a in unpack(answer, 2, "answer_2"))
-    expected_bits = math.log2(codebook_size)
-    expected_factor = image_size * image_size * 3 * 8 / (grid * grid * expected_bits)
-    if not close(bits, expected_bits, abs_tol=1e-9):
-        return not_yet(f"a token that picks one of {codebook_size:,} codes carries log2 of that many bits")
-    if not close(factor, expected_factor, rel=1e-3):
-        return not_yet("divide the raw bits (height x width x 3 channels x 8 bits) by the bits of all the tokens")
-    return correct(f"{expected_bits:.0f} bits per token, {expected_factor:.1f}x fewer bits than the raw pixels")
+def bits_at_perplexity(answer, perplexity: float, n_tokens: int = 256) -> Verdict:
+    """Exercise 2: bits per image of `n_tokens` tokens coded independently with the validation code frequencies,
+    whose entropy is ln(perplexity) nats: n_tokens x log2(perplexity)."""
+    mine = as_number(answer, "answer_2")
+    expected = n_tokens * math.log2(perplexity)
+    if close(mine, expected, rel=1e-4):
+        return correct(f"{expected:,.0f} bits per image = {n_tokens} x log2({perplexity:.1f}): a little under the "
+                       f"{n_tokens * 9:,} of 9 bits per token")
+    if close(mine, n_tokens * math.log(perplexity), rel=1e-4):
+        return not_yet("that is in nats; a bit is ln 2 nats")
+    if close(mine, math.log2(perplexity), rel=1e-4):
+        return not_yet("that is per token; a face has many tokens")
+    if close(mine, n_tokens * perplexity, rel=1e-4):
+        return not_yet("the perplexity is a number of codes, not bits: the entropy is the log of it")
+    return not_yet("the perplexity is exp(entropy): each token costs log2(perplexity) bits on average")
 
 
 @check("answer_3")
