@@ -74,7 +74,18 @@ class FSQVAEConfig(VQVAEConfig):
                              f"vqvae.codebook_size is {self.codebook_size}: set codebook_size to their product")
 
 
-VQVAE_CONFIGS = {"vq": VQVAEConfig, "fsq": FSQVAEConfig}  # vqvae.quantizer -> the config class
+@dataclass(frozen=True)
+class L2VQVAEConfig(VQVAEConfig):
+    """The VQ-VAE with low-dimensional l2-normalised codes (facegen.quantize.L2VectorQuantizer; ViT-VQGAN, LlamaGen):
+    the encoder ends in `l2_dim` channels, put on the unit sphere with the codes; embed_dim is unused. Issue 16's
+    lever, off unless chosen: `profile.replace(vqvae={"quantizer": "l2"})`; measured in benchmarks/bench_tokenizers.py.
+    A subclass, so that the settings a VQ run records stay as they were (see `quantizer` above)."""
+
+    quantizer: ClassVar[str] = "l2"
+    l2_dim: int = 8  # LlamaGen's codebook dimension; ViT-VQGAN uses 32 at 8192 codes
+
+
+VQVAE_CONFIGS = {"vq": VQVAEConfig, "fsq": FSQVAEConfig, "l2": L2VQVAEConfig}  # vqvae.quantizer -> the config class
 
 
 @dataclass(frozen=True)

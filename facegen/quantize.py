@@ -325,3 +325,58 @@ class VectorQuantizer(nn.Module):
         self.steps_unused[dead] = 0
         self.restarts.add_(dead.numel())
         return int(dead.numel())
+
+
+class L2VectorQuantizer(VectorQuantizer):
+    """Nearest-code quantization of l2-normalised vectors against l2-normalised codes (ViT-VQGAN, Yu et al. 2022;
+    LlamaGen, Sun et al. 2024): the encoder gives a low-dimensional vector (e.g. 8 numbers), both it and the codes are
+    put on the unit sphere, and the nearest code is the one of largest cosine similarity. On the sphere
+    ||x - e||^2 = 2 - 2 cos(x, e), so the Euclidean search of `nearest_codes` picks the same code; the decoder
+    receives the unit code. The papers report better codebook use and sharper reconstructions from such codes.
+
+    Everything else is the `VectorQuantizer`'s (straight-through gradient, losses, EMA, k-means start, restarts), run
+    on the normalised vectors, in fp32 under autocast. The codebook is kept on the sphere: with EMA it is normalised
+    after every update (k-means start, EMA step, restart); with a learned codebook it is projected back onto the sphere
+    at each forward pass (projected gradient descent), and looked up normalised, so the code used is always a unit
+    vector."""
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        with fp32_region(z.device):
+            # `_quantize` searches the stored codebook: put it back on the sphere if an optimizer step (learned
+            # codebook) or a hand edit took it off. Its lengths carry no information (lookup normalises), so this
+            # changes no result; with EMA it is a no-op.
+            with torch.no_grad():
+                if not torch.allclose(self.codebook.norm(dim=1), self.codebook.new_ones(()), atol=1e-5):
+                    self.codebook.copy_(F.normalize(self.codebook, dim=1))
+            return self._quantize(F.normalize(full_precision(z), dim=1))
+
+    def lookup(self, indices: Tensor) -> Tensor:
+        # clone: the normalisation's backward keeps its input, and restarts rewrite the codebook in place afterwards
+        return F.embedding(indices, F.normalize(self.codebook.clone(), dim=1))
+
+    @torch.no_grad()
+    def encode(self, z: Tensor) -> Tensor:
+        with fp32_region(z.device):
+            flat = F.normalize(self._flatten(full_precision(z)), dim=1)
+            indices = nearest_codes(flat, F.normalize(self.codebook, dim=1))
+        return indices.reshape((z.shape[0], z.shape[2], z.shape[3]) if z.ndim == 4 else (z.shape[0],))
+
+    @torch.no_grad()
+    def _to_sphere(self) -> None:
+        self.codebook.copy_(F.normalize(self.codebook, dim=1))
+
+    @torch.no_grad()
+    def init_from_kmeans(self, flat: Tensor) -> None:
+        super().init_from_kmeans(flat)
+        self._to_sphere()
+
+    @torch.no_grad()
+    def ema_update(self, flat: Tensor, indices: Tensor) -> None:
+        super().ema_update(flat, indices)  # the mean of unit vectors lies inside the sphere: bring it back out
+        self._to_sphere()
+
+    @torch.no_grad()
+    def restart_dead_codes(self, flat: Tensor) -> int:
+        restarted = super().restart_dead_codes(flat)  # flat rows are unit vectors already
+        self._to_sphere()
+        return restarted

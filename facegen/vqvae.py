@@ -9,7 +9,8 @@ codebook indices: 256 tokens from a vocabulary of K codes. The tokenizer interfa
 The bottleneck is the learned codebook of `facegen.quantize.VectorQuantizer` (`quantizer="vq"`, the default) or
 finite scalar quantization, `facegen.fsq.FSQ` (`quantizer="fsq"`): the same encoder and decoder, with the encoder's
 last 1x1 convolution giving len(fsq_levels) channels instead of `embed_dim`, and codebook_size = the product of the
-levels. Both present the same interface (forward -> QuantizerOutput, encode, decode), so training,
+levels. A third, `quantizer="l2"`, keeps the learned codebook but with low-dimensional l2-normalised codes
+(`facegen.quantize.L2VectorQuantizer`, ViT-VQGAN's factorized codes). All present the same interface (forward -> QuantizerOutput, encode, decode), so training,
 tokenizing, metrics and sampling do not know which one they use.
 
 `VQVAE` saves and loads as a folder (`config.json` + `model.safetensors`) through huggingface_hub's
@@ -26,10 +27,10 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from facegen.fsq import FSQ
-from facegen.quantize import QuantizerOutput, VectorQuantizer
+from facegen.quantize import L2VectorQuantizer, QuantizerOutput, VectorQuantizer
 
 DOWNSAMPLING = 8  # 128 px -> 16 x 16 tokens
-QUANTIZERS = ("vq", "fsq")
+QUANTIZERS = ("vq", "fsq", "l2")
 
 
 class ResidualBlock(nn.Module):
@@ -95,11 +96,13 @@ class VQVAE(nn.Module, PyTorchModelHubMixin):
 
     `quantizer="vq"` (default): a `VectorQuantizer` of `codebook_size` codes of size `embed_dim`, with `beta`, `ema`,
     `ema_decay`, `restart_after`. `quantizer="fsq"`: an `FSQ` with `fsq_levels`; the code vector then has
-    len(fsq_levels) channels, `codebook_size` must equal their product, and the VQ-only arguments are unused."""
+    len(fsq_levels) channels, `codebook_size` must equal their product, and the VQ-only arguments are unused.
+    `quantizer="l2"`: an `L2VectorQuantizer`, the VQ with l2-normalised codes of `l2_dim` numbers (ViT-VQGAN): the
+    encoder's last 1x1 convolution projects to `l2_dim` channels, `embed_dim` is unused."""
 
     def __init__(self, codebook_size: int = 512, embed_dim: int = 64, hidden: int = 64, n_res_blocks: int = 2,
                  beta: float = 0.25, ema: bool = True, ema_decay: float = 0.99, restart_after: int | None = 50,
-                 quantizer: str = "vq", fsq_levels: Sequence[int] = (8, 8, 8)):
+                 quantizer: str = "vq", fsq_levels: Sequence[int] = (8, 8, 8), l2_dim: int = 8):
         super().__init__()
         if quantizer not in QUANTIZERS:
             raise ValueError(f"VQVAE: quantizer must be one of {', '.join(QUANTIZERS)}, got {quantizer!r}")
@@ -107,11 +110,14 @@ class VQVAE(nn.Module, PyTorchModelHubMixin):
             raise ValueError(f"VQVAE: with FSQ levels {tuple(fsq_levels)} there are {math.prod(fsq_levels)} codes, "
                              f"but codebook_size is {codebook_size}; pass codebook_size={math.prod(fsq_levels)}")
         self.codebook_size = codebook_size
-        code_dim = len(fsq_levels) if quantizer == "fsq" else embed_dim
+        code_dim = {"fsq": len(fsq_levels), "l2": l2_dim}.get(quantizer, embed_dim)
         # Built in this order (encoder, quantizer, decoder): it fixes which random numbers initialise which weights.
         self.encoder = Encoder(hidden, code_dim, n_res_blocks)
         if quantizer == "fsq":
             self.quantizer = FSQ(fsq_levels)
+        elif quantizer == "l2":
+            self.quantizer = L2VectorQuantizer(codebook_size, l2_dim, beta=beta, ema=ema, decay=ema_decay,
+                                               restart_after=restart_after)
         else:
             self.quantizer = VectorQuantizer(codebook_size, embed_dim, beta=beta, ema=ema, decay=ema_decay,
                                              restart_after=restart_after)
@@ -120,10 +126,11 @@ class VQVAE(nn.Module, PyTorchModelHubMixin):
     @classmethod
     def from_profile(cls, profile) -> "VQVAE":
         c = profile.vqvae
-        fsq = {"quantizer": "fsq", "fsq_levels": c.fsq_levels} if c.quantizer == "fsq" else {}
+        extra = {"fsq": lambda: {"quantizer": "fsq", "fsq_levels": c.fsq_levels},
+                 "l2": lambda: {"quantizer": "l2", "l2_dim": c.l2_dim}}.get(c.quantizer, dict)()
         return cls(codebook_size=c.codebook_size, embed_dim=c.embed_dim, hidden=c.hidden,
                    n_res_blocks=c.n_res_blocks, beta=c.beta, ema=c.ema, ema_decay=c.ema_decay,
-                   restart_after=c.restart_after, **fsq)
+                   restart_after=c.restart_after, **extra)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, QuantizerOutput]:
         _check_images(images)

@@ -124,6 +124,83 @@ def train_vqvae(profile: Profile | None = None, train_images: torch.Tensor | Non
     return run
 
 
+def perceptual_vqvae_step(model: VQVAE, x: torch.Tensor, perceptual: torch.nn.Module,
+                          weight: float) -> dict[str, torch.Tensor]:
+    """`vqvae_step` plus a perceptual term: loss = MSE + VQ loss + weight * mean perceptual distance (issue 16's
+    first lever; taming's VQGAN objective without the GAN). `perceptual` maps (reconstructions, images) to (B,)
+    distances (`facegen.vqgan_losses.make_perceptual_loss`), taken in fp32 like the reconstruction error."""
+    recon, vq = model(x)
+    recon_loss = F.mse_loss(recon.float(), x.float())
+    distance = perceptual(recon.float(), x.float()).mean()
+    return {"loss": recon_loss + vq.loss + weight * distance, "recon": recon_loss, "vq": vq.loss,
+            "perceptual": distance, "perplexity": vq.perplexity}
+
+
+def train_vqvae_perceptual(profile: Profile | None = None, train_images: torch.Tensor | None = None,
+                           val_images: torch.Tensor | None = None, folder: Path | None = None,
+                           steps: int | None = None, weight: float = 0.1, classifier: torch.nn.Module | None = None,
+                           stop_after: int | None = None, resume: bool = True, progress: bool = True) -> VQVAERun:
+    """`train_vqvae` with `perceptual_vqvae_step`: the same model, data, batches, schedule and validation, with
+    `weight` times a perceptual distance added to the loss. The distance is LPIPS when it is available locally, else
+    the feature distance of `classifier` (default: the profile's attribute classifier, artifacts/<profile>/classifier)
+    -- so judge such a model with another network (`facegen.pipeline.ensure_judge_classifier`), never this one.
+
+    Off unless called: the profile's own VQ-VAE (`train_vqvae`, notebooks 02-07) has no perceptual term. A separate
+    trainer rather than an option of `train_vqvae` keeps that function and `vqvae_step` (which notebook 02 prints)
+    unchanged; the weight and the distance's name join the run's settings, so a checkpoint of another weight is
+    refused on resume. No default folder: pass one (e.g. benchmarks/bench_tokenizers.py's)."""
+    from facegen.vqgan_losses import make_perceptual_loss
+
+    profile = profile or get_profile()
+    cfg = profile.vqvae
+    steps = cfg.steps if steps is None else steps
+    if folder is None:
+        raise ValueError("train_vqvae_perceptual: pass a folder (the profile's vqvae folder holds the plain VQ-VAE)")
+    folder = Path(folder)
+    if classifier is None:
+        from facegen.classifier import classifier_folder, load_classifier
+
+        classifier = load_classifier(classifier_folder(profile))
+    perceptual = make_perceptual_loss(classifier)
+    if train_images is None or val_images is None:
+        from facegen.data.images import load_images
+
+        train_images = load_images(profile, "train") if train_images is None else train_images
+        val_images = load_images(profile, "valid") if val_images is None else val_images
+    val_images = val_images[:VAL_IMAGES]
+
+    torch.manual_seed(cfg.seed)
+    model = VQVAE.from_profile(profile).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    settings = {**asdict(cfg), "perceptual_weight": weight, "perceptual": perceptual.name}
+    with Engine("VQ-VAE", folder, steps, settings=settings, val_every=cfg.val_every,
+                items_per_step=cfg.batch_size, stop_after=stop_after, resume=resume, progress=progress) as engine:
+        scheduler = cosine_with_warmup(optimizer, warmup=warmup_steps(engine.total, 100), total=engine.total)
+        model, optimizer, scheduler = engine.prepare(model=model, optimizer=optimizer, scheduler=scheduler)
+        perceptual.to(engine.device)
+        batches = step_batches(train_images, engine.start, engine.end, cfg.batch_size, cfg.seed, engine.device,
+                               profile.data.num_workers)
+        model.train()
+        for step, (_, batch) in zip(engine.steps(), batches):
+            x = from_uint8(batch).contiguous(memory_format=torch.channels_last)
+            with engine.autocast():
+                terms = perceptual_vqvae_step(model, x, perceptual, weight)
+            engine.optimize(terms["loss"], optimizer, scheduler)
+            engine.log(**terms, lr=scheduler.get_last_lr()[0])
+            if engine.validating:
+                plain = engine.unwrap(model)
+                engine.validation.append({"step": engine.done, **evaluate(plain, val_images)})
+                if engine.is_main:
+                    save_image_grid(_recon_pairs(plain, val_images[:8]),
+                                    folder / "samples" / f"step_{engine.done:06d}.png", nrow=8)
+        run = VQVAERun(model=engine.unwrap(model), folder=folder, history=engine.history,
+                       validation=engine.validation, seconds=engine.seconds,
+                       images_per_second=engine.items_per_second)
+        if engine.saves_trained(folder / MODEL_DIR):
+            save_trained(run)
+    return run
+
+
 @torch.no_grad()
 def _recon_pairs(model: VQVAE, images: torch.Tensor) -> torch.Tensor:
     """Originals on the first row, reconstructions on the second (on the CPU, for a figure)."""
