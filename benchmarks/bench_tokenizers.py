@@ -1,23 +1,30 @@
-"""The profile's VQ-VAE and the same encoder/decoder with finite scalar quantization (FSQ), trained for the same steps.
+"""The profile's VQ-VAE beside variants of its bottleneck and loss, each trained for the same steps on the same data.
 
-    python benchmarks/bench_tokenizers.py [--profile cpu] [--steps N] [--levels 8 8 8] [--out DIR] [--restart]
+    python benchmarks/bench_tokenizers.py [--profile cpu] [--variants vq fsq perceptual l2] [--steps N]
+        [--levels 8 8 8] [--l2-dim 8] [--perceptual-weight 0.1] [--out DIR] [--restart]
 
-Trains, on the profile's data, the profile's VQ-VAE (`vqvae.quantizer = "vq"`) and the same model with
-`vqvae.quantizer = "fsq"` and `--levels` (default 8 8 8 = 512 codes, the codebook size), each with `train_vqvae`
-for the profile's `vqvae.steps` (or `--steps`) into its own folder under artifacts/bench-tokenizers/<profile>/
-(never the profile's own artifacts; a finished run there is loaded as it is unless `--restart`). Then, on every
-validation face, through the tokens (`encode_indices` -> `decode_indices`):
+Variants (the first one named is the baseline of the paired comparisons):
+- `vq`: the profile's VQ-VAE (`vqvae.quantizer = "vq"`), trained with `train_vqvae`;
+- `fsq`: the same encoder/decoder with finite scalar quantization at `--levels` (8 8 8 = 512 codes);
+- `perceptual` (issue 16): the profile's VQ-VAE trained with `train_vqvae_perceptual`, loss = MSE + VQ +
+  `--perceptual-weight` x the feature distance of the profile's attribute classifier (LPIPS where it is installed
+  with its weights);
+- `l2` (issue 16): `vqvae.quantizer = "l2"`, codes of `--l2-dim` numbers, l2-normalised with the codebook (ViT-VQGAN).
+Each is trained for the profile's `vqvae.steps` (or `--steps`) into its own folder under
+artifacts/bench-tokenizers/<profile>/ (never the profile's own artifacts; a finished run there is loaded as it is
+unless `--restart`). Then, on every validation face, through the tokens (`encode_indices` -> `decode_indices`):
 
 - PSNR, SSIM, sharpness, codebook usage and perplexity (`facegen.metrics.reconstruction_metrics`), and the PSNR and
-  SSIM differences face by face (FSQ - VQ, mean with a 95% interval, share of faces where FSQ is better);
-- the per-attribute reconstruction ceiling: the share of faces where the profile's attribute classifier
-  (`ensure_classifier`) gives the same answer on the reconstruction as on the original, per conditioning attribute,
-  with a 95% Wilson interval, and the paired comparison of the two tokenizers on the same faces (faces only one of
-  them keeps, exact McNemar p-value);
+  SSIM differences face by face against the baseline (mean with a 95% interval, share of faces where it is better);
+- the per-attribute reconstruction ceiling: the share of faces where the JUDGE classifier
+  (`ensure_judge_classifier`, trained from another seed, never in any loss) gives the same answer on the
+  reconstruction as on the original, per conditioning attribute, with a 95% Wilson interval and the paired
+  comparison with the baseline on the same faces (faces only one of them keeps, exact McNemar p-value); the mean
+  by the profile's own classifier (`ensure_classifier`, the perceptual variant's loss) is printed beside it;
 - the training wall time (the engine's, validations included) and the machine's load before and after (a run that
   was loaded, not trained, has no load figures).
 
-Writes results.json and faces.png (8 validation faces: originals, VQ reconstructions, FSQ reconstructions) there.
+Writes results.json and faces.png (8 validation faces: originals, then one row per variant in `--variants` order).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import json
 import math
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -35,11 +43,12 @@ from facegen import metrics
 from facegen.attributes import attribute_index
 from facegen.config import get_profile
 from facegen.data.transforms import from_uint8
-from facegen.pipeline import ensure_classifier, load_images
+from facegen.pipeline import ensure_classifier, ensure_judge_classifier, load_images
 from facegen.viz import save_image_grid
 from facegen.vqvae import VQVAE
-from facegen.vqvae_training import MODEL_DIR, load_vqvae, train_vqvae
+from facegen.vqvae_training import MODEL_DIR, load_vqvae, train_vqvae, train_vqvae_perceptual
 
+VARIANTS = ("vq", "fsq", "perceptual", "l2")
 FOCUS = ("Smiling", "Mouth_Slightly_Open")  # what the tokens blur and the GPT learns last (benchmarks/README.md)
 
 
@@ -54,7 +63,7 @@ def reconstruct(model, images: torch.Tensor, batch_size: int = 64) -> torch.Tens
     return torch.cat(out)
 
 
-def trained(profile, train_images, val_images, folder: Path, steps: int, restart: bool):
+def trained(profile, train_images, val_images, folder: Path, steps: int, restart: bool, trainer=train_vqvae):
     """(model, training seconds, (load before, load after) or None) of the run in `folder`: a finished run there is
     loaded as it is (`train_vqvae` would resume it and rewrite its speed record), anything else trained."""
     if not restart and (folder / MODEL_DIR / "model.safetensors").is_file():
@@ -69,7 +78,7 @@ def trained(profile, train_images, val_images, folder: Path, steps: int, restart
             raise SystemExit(f"{folder} holds another model than {profile.vqvae}: pass --restart to train it again")
         return model, history["seconds"], None
     load_before = os.getloadavg()[0]
-    run = train_vqvae(profile, train_images, val_images, folder=folder, steps=steps, resume=not restart)
+    run = trainer(profile, train_images, val_images, folder=folder, steps=steps, resume=not restart)
     return run.model, run.seconds, (load_before, os.getloadavg()[0])
 
 
@@ -98,6 +107,10 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--steps", type=int, default=None, help="training steps of each (default: vqvae.steps)")
     parser.add_argument("--levels", type=int, nargs="+", default=[8, 8, 8], help="FSQ levels per channel")
+    parser.add_argument("--l2-dim", type=int, default=8, help="code size of the l2-normalised VQ")
+    parser.add_argument("--perceptual-weight", type=float, default=0.1, help="weight of the perceptual term")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="tokenizers to train/load and compare; the first is the baseline of the paired tests")
     parser.add_argument("--out", type=Path, default=None, help="default: artifacts/bench-tokenizers/<profile>")
     parser.add_argument("--restart", action="store_true", help="train again even where a finished run is found")
     args = parser.parse_args()
@@ -106,88 +119,111 @@ def main() -> None:
     steps = args.steps or base.vqvae.steps
     out = args.out or base.artifacts.parent / "bench-tokenizers" / base.name  # next to artifacts/<profile>
     levels = tuple(args.levels)
-    variants = {
+    profiles = {
         "vq": base,
         "fsq": base.replace(vqvae={"quantizer": "fsq", "fsq_levels": levels, "codebook_size": math.prod(levels)}),
+        "perceptual": base,
+        "l2": base.replace(vqvae={"quantizer": "l2", "l2_dim": args.l2_dim}),
     }
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"profile {base.name!r}, {steps} steps x {base.vqvae.batch_size} images each; FSQ levels {levels}",
-          flush=True)
+          f"profile {base.name!r}, {steps} steps x {base.vqvae.batch_size} images each; FSQ levels {levels}; "
+          f"l2 codes of {args.l2_dim}; perceptual weight {args.perceptual_weight}", flush=True)
 
     train_images = load_images(base, "train")
     val_images, val_attributes = load_images(base, "valid", attributes=True)
-    classifier = ensure_classifier(base, device="cpu")
-    original = metrics.classifier_outputs(classifier, val_images) > 0
-    names = classifier.attributes
+    # Two classifiers: the profile's (`ensure_classifier`), whose features are the perceptual variant's loss, and
+    # the judge (`ensure_judge_classifier`, the same recipe from another seed), which never enters a loss. The
+    # ceiling that counts is the judge's; the first one's is printed beside it to show what optimising it does.
+    judges = {"judge": ensure_judge_classifier(base, device="cpu"), "loss classifier": ensure_classifier(base, device="cpu")}
+    names = judges["judge"].attributes
     columns = [attribute_index(name) for name in names]
     labels = val_attributes[:, columns] == 1
-    print(f"{len(val_images)} validation faces; classifier right on the originals for "
-          f"{(original == labels).float().mean():.1%} of (face, attribute) pairs", flush=True)
+    original = {}
+    for who, classifier in judges.items():
+        assert classifier.attributes == names
+        original[who] = metrics.classifier_outputs(classifier, val_images) > 0
+        print(f"{len(val_images)} validation faces; {who} right on the originals for "
+              f"{(original[who] == labels).float().mean():.1%} of (face, attribute) pairs", flush=True)
 
-    results, recons = {}, {}
-    for name, profile in variants.items():
-        model, seconds, load = trained(profile, train_images, val_images, out / name, steps, args.restart)
+    results, recons, agree = {}, {}, {}
+    for name in args.variants:
+        profile = profiles[name]
+        trainer = (partial(train_vqvae_perceptual, weight=args.perceptual_weight) if name == "perceptual"
+                   else train_vqvae)
+        model, seconds, load = trained(profile, train_images, val_images, out / name, steps, args.restart, trainer)
         model = model.to("cpu").eval()
         images_per_second = steps * profile.vqvae.batch_size / seconds
         scores = metrics.reconstruction_metrics(model, val_images, model.codebook_size)
         recon = reconstruct(model, val_images)
         recons[name] = recon
-        same = metrics.classifier_outputs(classifier, recon) > 0
-        agree = same == original
-        results[name] = {
-            **scores, "seconds": seconds, "images_per_second": images_per_second, "load_before_after": load,
-            "codebook_size": model.codebook_size,
-            "agreement": {attr: float(agree[:, j].float().mean()) for j, attr in enumerate(names)},
-            "agreement_interval": {attr: metrics.proportion_interval(int(agree[:, j].sum()), len(agree))
-                                   for j, attr in enumerate(names)},
-            "label_accuracy": {attr: float((same[:, j] == labels[:, j]).float().mean())
-                               for j, attr in enumerate(names)},
-            "agree_matrix": agree,
-        }
+        results[name] = {**scores, "seconds": seconds, "images_per_second": images_per_second,
+                         "load_before_after": load, "codebook_size": model.codebook_size,
+                         "params": sum(p.numel() for p in model.parameters())}
+        for who, classifier in judges.items():
+            same = metrics.classifier_outputs(classifier, recon) > 0
+            agree[name, who] = same == original[who]
+            key = "agreement" if who == "judge" else "agreement_loss_classifier"
+            results[name][key] = {attr: float(agree[name, who][:, j].float().mean()) for j, attr in enumerate(names)}
+            results[name][key + "_interval"] = {
+                attr: metrics.proportion_interval(int(agree[name, who][:, j].sum()), len(recon))
+                for j, attr in enumerate(names)}
         where = f"load {load[0]:.1f} -> {load[1]:.1f}" if load else f"the finished run in {out / name}"
-        print(f"{name}: {seconds / 60:.1f} min ({images_per_second:.1f} img/s, {where}); "
-              f"PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.3f}, sharpness "
+        print(f"{name}: {results[name]['params']:,} params, {seconds / 60:.1f} min ({images_per_second:.1f} img/s, "
+              f"{where}); PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.3f}, sharpness "
               f"{scores['sharpness']:.2f}, codes used {scores['usage']:.1%} of {model.codebook_size}, perplexity "
               f"{scores['perplexity']:.1f}", flush=True)
 
-    vq, fsq = results["vq"], results["fsq"]
-    print("\nper-attribute ceiling: classifier gives the same answer on the reconstruction as on the original")
-    print(f"{'attribute':<22} {'positive':>8} {'VQ':>22} {'FSQ':>22} {'only VQ / only FSQ':>19} {'McNemar p':>9}")
+    first = args.variants[0]
+    print(f"\nper-attribute ceiling by the JUDGE classifier (never in a loss): same answer on the reconstruction as "
+          f"on the original; [95% interval]; (faces kept only by {first} / only by this one, exact McNemar p)")
+    print(f"{'attribute':<22} {'positive':>8} " + " ".join(f"{name:>36}" for name in args.variants))
     for j, attr in enumerate(names):
-        only_vq = int((vq["agree_matrix"][:, j] & ~fsq["agree_matrix"][:, j]).sum())
-        only_fsq = int((fsq["agree_matrix"][:, j] & ~vq["agree_matrix"][:, j]).sum())
-        cells = [f"{r['agreement'][attr]:.1%} [{r['agreement_interval'][attr][0]:.1%}, "
-                 f"{r['agreement_interval'][attr][1]:.1%}]" for r in (vq, fsq)]
+        cells = []
+        for name in args.variants:
+            r = results[name]
+            lo, hi = r["agreement_interval"][attr]
+            cell = f"{r['agreement'][attr]:.1%} [{lo:.1%}, {hi:.1%}]"
+            if name != first:
+                only_first = int((agree[first, "judge"][:, j] & ~agree[name, "judge"][:, j]).sum())
+                only_this = int((agree[name, "judge"][:, j] & ~agree[first, "judge"][:, j]).sum())
+                r.setdefault("paired_attributes", {})[attr] = {"only_" + first: only_first, "only_this": only_this,
+                                                               "p": mcnemar_p(only_first, only_this)}
+                cell += f" ({only_first}/{only_this} p {mcnemar_p(only_first, only_this):.2f})"
+            cells.append(f"{cell:>36}")
         mark = " <-" if attr in FOCUS else ""
-        print(f"{attr:<22} {labels[:, j].float().mean():>8.1%} {cells[0]:>22} {cells[1]:>22} "
-              f"{f'{only_vq} / {only_fsq}':>19} {mcnemar_p(only_vq, only_fsq):>9.3f}{mark}")
-        for r, only in ((vq, only_vq), (fsq, only_fsq)):
-            r.setdefault("only_this", {})[attr] = only
-    mean = {name: sum(r["agreement"].values()) / len(names) for name, r in results.items()}
-    print(f"{'mean over attributes':<22} {'':>8} {mean['vq']:>22.1%} {mean['fsq']:>22.1%}")
+        print(f"{attr:<22} {labels[:, j].float().mean():>8.1%} " + " ".join(cells) + mark)
+    for key, title in (("agreement", "mean, judge"), ("agreement_loss_classifier", "mean, loss classifier"),):
+        means = {name: sum(results[name][key].values()) / len(names) for name in args.variants}
+        mins = {name: min(results[name][key].values()) for name in args.variants}
+        print(f"{title:<22} {'':>8} " + " ".join(f"{f'{means[n]:.1%} (lowest {mins[n]:.1%})':>36}"
+                                                  for n in args.variants))
+        for name in args.variants:
+            results[name][key + "_mean"], results[name][key + "_lowest"] = means[name], mins[name]
 
     # Paired over the same faces: is the PSNR / SSIM gap larger than the face-to-face spread says it could be by chance?
     x = from_uint8(val_images)
     paired = {}
     for metric in ("psnr", "ssim"):
         per_face = {name: getattr(metrics, metric)(recons[name], x, reduction="none").double() for name in recons}
-        diff = per_face["fsq"] - per_face["vq"]
-        half = 1.96 * float(diff.std()) / math.sqrt(len(diff))
-        paired[metric] = {"fsq_minus_vq": float(diff.mean()), "interval": (float(diff.mean()) - half,
-                                                                           float(diff.mean()) + half),
-                          "fsq_better_share": float((diff > 0).double().mean())}
-        print(f"{metric.upper()} FSQ - VQ per face: {diff.mean():+.3f} (95% interval {diff.mean() - half:+.3f} to "
-              f"{diff.mean() + half:+.3f}); FSQ better on {(diff > 0).double().mean():.0%} of the faces")
+        for name in args.variants[1:]:
+            diff = per_face[name] - per_face[first]
+            half = 1.96 * float(diff.std()) / math.sqrt(len(diff))
+            paired.setdefault(name, {})[metric] = {
+                f"minus_{first}": float(diff.mean()), "interval": (float(diff.mean()) - half, float(diff.mean()) + half),
+                "better_share": float((diff > 0).double().mean())}
+            print(f"{metric.upper()} {name} - {first} per face: {diff.mean():+.3f} (95% interval "
+                  f"{diff.mean() - half:+.3f} to {diff.mean() + half:+.3f}); {name} better on "
+                  f"{(diff > 0).double().mean():.0%} of the faces")
 
-    grid = torch.cat([from_uint8(val_images[:8]), recons["vq"][:8], recons["fsq"][:8]])
+    grid = torch.cat([from_uint8(val_images[:8])] + [recons[name][:8] for name in args.variants])
     png = save_image_grid(grid, out / "faces.png", nrow=8)
-    for r in results.values():
-        del r["agree_matrix"]
     (out / "results.json").write_text(json.dumps({"profile": base.name, "steps": steps, "levels": levels,
+                                                  "l2_dim": args.l2_dim,
+                                                  "perceptual_weight": args.perceptual_weight,
                                                   "validation_faces": len(val_images), "results": results,
                                                   "paired": paired,
                                                   "date": time.strftime("%Y-%m-%d")}, indent=1))
-    print(f"\nwrote {png} (rows: originals, VQ, FSQ) and {out / 'results.json'}")
+    print(f"\nwrote {png} (rows: originals, {', '.join(args.variants)}) and {out / 'results.json'}")
 
 
 if __name__ == "__main__":
