@@ -301,11 +301,11 @@ def test_the_profile_chooses_the_quantizer():
         get_profile("ci").replace(vqvae={"quantizer": "fsq", "fsq_levels": (8, 5, 5, 5)})
     assert get_profile("ci").replace(vqvae={"quantizer": "fsq", "fsq_levels": (8, 5, 5, 5),
                                             "codebook_size": 1000}).vqvae.codebook_size == 1000
-    with pytest.raises(ValueError, match="vqvae.quantizer must be one of 'vq', 'fsq', got 'lfq'"):
+    with pytest.raises(ValueError, match="vqvae.quantizer must be one of 'vq', 'fsq', 'l2', got 'lfq'"):
         get_profile("ci").replace(vqvae={"quantizer": "lfq"})
     with pytest.raises(ValueError, match="pass codebook_size=1000"):
         VQVAE(quantizer="fsq", fsq_levels=(8, 5, 5, 5))
-    with pytest.raises(ValueError, match="quantizer must be one of vq, fsq"):
+    with pytest.raises(ValueError, match="quantizer must be one of vq, fsq, l2"):
         VQVAE(quantizer="FSQ")
 
 
