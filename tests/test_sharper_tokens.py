@@ -164,7 +164,7 @@ def test_perceptual_step_adds_the_weighted_distance():
     distance = (recon - x).abs().mean(dim=(1, 2, 3)).mean() + 1.0
     assert float(terms["perceptual"].detach()) == pytest.approx(float(distance.detach()), rel=1e-6)
     assert float(terms["loss"].detach()) == pytest.approx(float((plain["loss"] + 0.3 * distance).detach()), rel=1e-6)
-    assert float(terms["recon"]) == pytest.approx(float(plain["recon"]), rel=1e-6)
+    assert float(terms["recon"].detach()) == pytest.approx(float(plain["recon"].detach()), rel=1e-6)
     terms["perceptual"].backward()
     assert model.encoder.net[0].weight.grad.abs().sum() > 0  # the distance reaches the encoder (straight through)
 
