@@ -22,7 +22,7 @@ def assert_not_yet(verdict, hint):
 @pytest.mark.parametrize("check", [notebook02.psnr_by_hand, notebook02.bits_at_perplexity,
                                    notebook02.vq_loss_with_beta, notebook05.effective_batch, notebook05.bits_for_loss,
                                    notebook05.accumulated_gradients, notebook05.uniform_perplexity,
-                                   notebook06.allowed_after_image, notebook06.completion_new_tokens,
+                                   notebook06.wilson_by_hand, notebook06.completion_new_tokens,
                                    notebook06.top_k_scores])
 def test_an_empty_answer_is_not_attempted(check):
     assert check(None, None).status == NOT_ATTEMPTED
@@ -63,6 +63,8 @@ def test_vq_loss_with_beta(ema):
     assert_not_yet(notebook02.vq_loss_with_beta(own, model, x), "model's own beta")
     assert_not_yet(notebook02.vq_loss_with_beta(own * 7, model, x), "eval mode")
     assert model.quantizer.beta == 0.25 and not model.training
+    model.quantizer.beta = 1.0  # changed on the original instead of a copy
+    assert_not_yet(notebook02.vq_loss_with_beta(answer, model, x), "on a copy")
 
 
 def test_effective_batch():
@@ -115,10 +117,16 @@ def test_uniform_perplexity():
     assert_not_yet(notebook05.uniform_perplexity(VOCAB.size, VOCAB), "only image codes")
 
 
-def test_allowed_after_image():
-    assert notebook06.allowed_after_image([VOCAB.end_generation_id], VOCAB)
-    assert_not_yet(notebook06.allowed_after_image(list(range(512)), VOCAB), "image position")
-    assert_not_yet(notebook06.allowed_after_image([VOCAB.pad_id], VOCAB), "sequence format")
+def test_wilson_by_hand():
+    z = 1.959963984540054
+    p, n = 16 / 17, 17
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert notebook06.wilson_by_hand((centre - half, centre + half))
+    normal = z * math.sqrt(p * (1 - p) / n)
+    assert_not_yet(notebook06.wilson_by_hand((p - normal, p + normal)), "normal approximation")
+    assert_not_yet(notebook06.wilson_by_hand((0.7, 0.99)), "centre")
+    assert notebook06.wilson_by_hand((3 / 10 - 0.2, 3 / 10 + 0.2), successes=3, n=10).status == NOT_YET
 
 
 def test_completion_new_tokens():
