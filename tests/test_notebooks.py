@@ -95,6 +95,8 @@ def _tags(cell: dict) -> list[str]:
 def _text_output(cell: dict) -> str:
     texts = []
     for output in cell.get("outputs", []):
+        if "image/png" in output.get("data", {}):
+            continue  # a figure (a worked solution may draw one before its verdict)
         texts.append("".join(output.get("text", "")) or "".join(output.get("data", {}).get("text/plain", "")))
     return "".join(texts)
 
