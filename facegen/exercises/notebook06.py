@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from transformers import TopKLogitsWarper
 
-from facegen.exercises import Verdict, as_number, check, correct, not_yet
+from facegen.exercises import Verdict, as_number, check, correct, not_yet, unpack
+from facegen.metrics import proportion_interval
 from facegen.sampling import ImageGrammar
 from facegen.tokens import Vocabulary
 
 
 @check("answer_1")
-def allowed_after_image(answer, vocab: Vocabulary) -> Verdict:
-    """Exercise 1: the token ids the grammar allows right after the last image token."""
-    mine = sorted(int(i) for i in answer)
-    expected = ImageGrammar(vocab).allowed(vocab.end_position, vocab.size).nonzero().flatten().tolist()
-    if mine == expected:
-        return correct(f"only {', '.join(vocab.token(i) for i in expected)} (id {', '.join(map(str, expected))})")
-    if len(mine) == vocab.codebook_size:
-        return not_yet("that is what the grammar allows at an image position; this is the position after the last")
-    return not_yet("after 256 image tokens the sequence format allows one thing only: look at the sequence format")
+def wilson_by_hand(answer, successes: int = 16, n: int = 17) -> Verdict:
+    """Exercise 1: the 95% Wilson interval (low, high) of `successes` out of `n`, as metrics.proportion_interval."""
+    low, high = (as_number(a, "each value of answer_1") for a in unpack(answer, 2, "answer_1"))
+    expected = proportion_interval(successes, n)
+    if abs(low - expected[0]) < 1e-3 and abs(high - expected[1]) < 1e-3:
+        return correct(f"[{expected[0]:.1%}, {expected[1]:.1%}] for {successes}/{n}: not centred on "
+                       f"{successes / n:.1%}, and never past 100%")
+    p, z = successes / n, 1.959963984540054
+    half = z * math.sqrt(p * (1 - p) / n)
+    if abs(low - (p - half)) < 1e-3 and abs(high - (p + half)) < 1e-3:
+        return not_yet(f"that is the normal approximation p +- 1.96 sqrt(p(1-p)/n); it reaches {p + half:.1%}, "
+                       "past 100%: use the Wilson formula from the statement")
+    return not_yet("centre (p + z²/2n) / (1 + z²/n), half-width z / (1 + z²/n) * sqrt(p(1-p)/n + z²/4n²), z = 1.96")
 
 
 @check("answer_2")
