@@ -9,6 +9,7 @@ Mixed precision (bf16 autocast) is used on CUDA only; the quantizer keeps its di
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -75,13 +76,15 @@ def vqvae_step(model: VQVAE, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def train_vqvae(profile: Profile | None = None, train_images: torch.Tensor | None = None,
                 val_images: torch.Tensor | None = None, folder: Path | None = None, steps: int | None = None,
-                stop_after: int | None = None, resume: bool = True, progress: bool = True) -> VQVAERun:
+                stop_after: int | None = None, resume: bool = True, progress: bool = True,
+                batch_loss=vqvae_step, settings: dict | None = None) -> VQVAERun:
     """Train (or resume training) the profile's VQ-VAE on uint8 images (N, 3, S, S) (a tensor, or a streamed
     `FaceImages`), on the profile's device.
 
     `stop_after` ends the run early at that step (a checkpoint is written there), as an interruption would;
     `resume=False` starts over, replacing the checkpoint. Without images, the profile's dataset is loaded (and
-    SynthFaces generated if missing)."""
+    SynthFaces generated if missing). `batch_loss(model, x)` is one training step's loss (`vqvae_step`; a
+    variant joins `settings`, which the checkpoint records, so a run of another variant is not resumed)."""
     profile = profile or get_profile()
     cfg = profile.vqvae
     steps = cfg.steps if steps is None else steps
@@ -97,7 +100,7 @@ def train_vqvae(profile: Profile | None = None, train_images: torch.Tensor | Non
     # channels_last lets the CPU's oneDNN convolutions skip layout conversions: ~1.7x faster training here.
     model = VQVAE.from_profile(profile).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    with Engine("VQ-VAE", folder, steps, settings=asdict(cfg), val_every=cfg.val_every,
+    with Engine("VQ-VAE", folder, steps, settings={**asdict(cfg), **(settings or {})}, val_every=cfg.val_every,
                 items_per_step=cfg.batch_size, stop_after=stop_after, resume=resume, progress=progress) as engine:
         scheduler = cosine_with_warmup(optimizer, warmup=warmup_steps(engine.total, 100), total=engine.total)
         model, optimizer, scheduler = engine.prepare(model=model, optimizer=optimizer, scheduler=scheduler)
@@ -107,7 +110,7 @@ def train_vqvae(profile: Profile | None = None, train_images: torch.Tensor | Non
         for step, (_, batch) in zip(engine.steps(), batches):
             x = from_uint8(batch).contiguous(memory_format=torch.channels_last)
             with engine.autocast():
-                terms = vqvae_step(model, x)
+                terms = batch_loss(model, x)
             engine.optimize(terms["loss"], optimizer, scheduler)
             engine.log(**terms, lr=scheduler.get_last_lr()[0])
             if engine.validating:
@@ -145,60 +148,22 @@ def train_vqvae_perceptual(profile: Profile | None = None, train_images: torch.T
     the feature distance of `classifier` (default: the profile's attribute classifier, artifacts/<profile>/classifier)
     -- so judge such a model with another network (`facegen.pipeline.ensure_judge_classifier`), never this one.
 
-    Off unless called: the profile's own VQ-VAE (`train_vqvae`, notebooks 02-07) has no perceptual term. A separate
-    trainer rather than an option of `train_vqvae` keeps that function and `vqvae_step` (which notebook 02 prints)
-    unchanged; the weight and the distance's name join the run's settings, so a checkpoint of another weight is
-    refused on resume. No default folder: pass one (e.g. benchmarks/bench_tokenizers.py's)."""
+    Off unless called: the profile's own VQ-VAE (`train_vqvae`, notebooks 02-07) has no perceptual term. It runs
+    `train_vqvae` with this step; the weight and the distance's name join the run's settings, so a checkpoint of
+    another weight is refused on resume. No default folder: pass one (e.g. benchmarks/bench_tokenizers.py's)."""
     from facegen.vqgan_losses import make_perceptual_loss
 
     profile = profile or get_profile()
-    cfg = profile.vqvae
-    steps = cfg.steps if steps is None else steps
     if folder is None:
         raise ValueError("train_vqvae_perceptual: pass a folder (the profile's vqvae folder holds the plain VQ-VAE)")
-    folder = Path(folder)
     if classifier is None:
         from facegen.classifier import classifier_folder, load_classifier
 
         classifier = load_classifier(classifier_folder(profile))
-    perceptual = make_perceptual_loss(classifier)
-    if train_images is None or val_images is None:
-        from facegen.data.images import load_images
-
-        train_images = load_images(profile, "train") if train_images is None else train_images
-        val_images = load_images(profile, "valid") if val_images is None else val_images
-    val_images = val_images[:VAL_IMAGES]
-
-    torch.manual_seed(cfg.seed)
-    model = VQVAE.from_profile(profile).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    settings = {**asdict(cfg), "perceptual_weight": weight, "perceptual": perceptual.name}
-    with Engine("VQ-VAE", folder, steps, settings=settings, val_every=cfg.val_every,
-                items_per_step=cfg.batch_size, stop_after=stop_after, resume=resume, progress=progress) as engine:
-        scheduler = cosine_with_warmup(optimizer, warmup=warmup_steps(engine.total, 100), total=engine.total)
-        model, optimizer, scheduler = engine.prepare(model=model, optimizer=optimizer, scheduler=scheduler)
-        perceptual.to(engine.device)
-        batches = step_batches(train_images, engine.start, engine.end, cfg.batch_size, cfg.seed, engine.device,
-                               profile.data.num_workers)
-        model.train()
-        for step, (_, batch) in zip(engine.steps(), batches):
-            x = from_uint8(batch).contiguous(memory_format=torch.channels_last)
-            with engine.autocast():
-                terms = perceptual_vqvae_step(model, x, perceptual, weight)
-            engine.optimize(terms["loss"], optimizer, scheduler)
-            engine.log(**terms, lr=scheduler.get_last_lr()[0])
-            if engine.validating:
-                plain = engine.unwrap(model)
-                engine.validation.append({"step": engine.done, **evaluate(plain, val_images)})
-                if engine.is_main:
-                    save_image_grid(_recon_pairs(plain, val_images[:8]),
-                                    folder / "samples" / f"step_{engine.done:06d}.png", nrow=8)
-        run = VQVAERun(model=engine.unwrap(model), folder=folder, history=engine.history,
-                       validation=engine.validation, seconds=engine.seconds,
-                       images_per_second=engine.items_per_second)
-        if engine.saves_trained(folder / MODEL_DIR):
-            save_trained(run)
-    return run
+    perceptual = make_perceptual_loss(classifier).to(profile.device)
+    return train_vqvae(profile, train_images, val_images, folder, steps, stop_after, resume, progress,
+                       batch_loss=functools.partial(perceptual_vqvae_step, perceptual=perceptual, weight=weight),
+                       settings={"perceptual_weight": weight, "perceptual": perceptual.name})
 
 
 @torch.no_grad()
