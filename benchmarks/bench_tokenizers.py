@@ -1,7 +1,7 @@
 """The profile's VQ-VAE beside variants of its bottleneck and loss, each trained for the same steps on the same data.
 
-    python benchmarks/bench_tokenizers.py [--profile cpu] [--variants vq fsq perceptual l2] [--steps N]
-        [--levels 8 8 8] [--l2-dim 8] [--perceptual-weight 0.1] [--out DIR] [--restart]
+    python benchmarks/bench_tokenizers.py [--profile cpu] [--variants vq fsq perceptual l2 long wide deep]
+        [--steps N] [--levels 8 8 8] [--l2-dim 8] [--perceptual-weight 0.1] [--budget 1.8] [--out DIR] [--restart]
 
 Variants (the first one named is the baseline of the paired comparisons):
 - `vq`: the profile's VQ-VAE (`vqvae.quantizer = "vq"`), trained with `train_vqvae`;
@@ -9,8 +9,11 @@ Variants (the first one named is the baseline of the paired comparisons):
 - `perceptual` (issue 16): the profile's VQ-VAE trained with `train_vqvae_perceptual`, loss = MSE + VQ +
   `--perceptual-weight` x the feature distance of the profile's attribute classifier (LPIPS where it is installed
   with its weights);
-- `l2` (issue 16): `vqvae.quantizer = "l2"`, codes of `--l2-dim` numbers, l2-normalised with the codebook (ViT-VQGAN).
-Each is trained for the profile's `vqvae.steps` (or `--steps`) into its own folder under
+- `l2` (issue 16): `vqvae.quantizer = "l2"`, codes of `--l2-dim` numbers, l2-normalised with the codebook (ViT-VQGAN);
+- where a bigger time budget goes (issue 16), each about `--budget` times the profile's training time (ratios measured
+  with benchmarks/bench_vqvae.py --sizes): `long`, the profile's model trained for `--budget` x the steps; `wide`,
+  hidden 96 instead of 64 (1.8x the step time); `deep`, 8 residual blocks instead of 2 at 16 x 16 (1.6x).
+Each but `long` is trained for the profile's `vqvae.steps` (or `--steps`) into its own folder under
 artifacts/bench-tokenizers/<profile>/ (never the profile's own artifacts; a finished run there is loaded as it is
 unless `--restart`). Then, on every validation face, through the tokens (`encode_indices` -> `decode_indices`):
 
@@ -48,19 +51,8 @@ from facegen.viz import save_image_grid
 from facegen.vqvae import VQVAE
 from facegen.vqvae_training import MODEL_DIR, load_vqvae, train_vqvae, train_vqvae_perceptual
 
-VARIANTS = ("vq", "fsq", "perceptual", "l2")
+VARIANTS = ("vq", "fsq", "perceptual", "l2", "long", "wide", "deep")
 FOCUS = ("Smiling", "Mouth_Slightly_Open")  # what the tokens blur and the GPT learns last (benchmarks/README.md)
-
-
-@torch.no_grad()
-def reconstruct(model, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Images through the tokens, uint8 in and float in [-1, 1] out (on the CPU)."""
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = from_uint8(images[start:start + batch_size]).contiguous(memory_format=torch.channels_last)
-        out.append(model.decode_indices(model.encode_indices(x)).float().cpu())
-    return torch.cat(out)
 
 
 def trained(profile, train_images, val_images, folder: Path, steps: int, restart: bool, trainer=train_vqvae):
@@ -109,6 +101,7 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[8, 8, 8], help="FSQ levels per channel")
     parser.add_argument("--l2-dim", type=int, default=8, help="code size of the l2-normalised VQ")
     parser.add_argument("--perceptual-weight", type=float, default=0.1, help="weight of the perceptual term")
+    parser.add_argument("--budget", type=float, default=1.8, help="the long variant's steps, times --steps")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
                         help="tokenizers to train/load and compare; the first is the baseline of the paired tests")
     parser.add_argument("--out", type=Path, default=None, help="default: artifacts/bench-tokenizers/<profile>")
@@ -124,7 +117,11 @@ def main() -> None:
         "fsq": base.replace(vqvae={"quantizer": "fsq", "fsq_levels": levels, "codebook_size": math.prod(levels)}),
         "perceptual": base,
         "l2": base.replace(vqvae={"quantizer": "l2", "l2_dim": args.l2_dim}),
+        "long": base,
+        "wide": base.replace(vqvae={"hidden": 96}),
+        "deep": base.replace(vqvae={"n_res_blocks": 8}),
     }
+    steps_of = {name: steps for name in VARIANTS} | {"long": round(args.budget * steps)}
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"profile {base.name!r}, {steps} steps x {base.vqvae.batch_size} images each; FSQ levels {levels}; "
           f"l2 codes of {args.l2_dim}; perceptual weight {args.perceptual_weight}", flush=True)
@@ -150,23 +147,21 @@ def main() -> None:
         profile = profiles[name]
         trainer = (partial(train_vqvae_perceptual, weight=args.perceptual_weight) if name == "perceptual"
                    else train_vqvae)
-        model, seconds, load = trained(profile, train_images, val_images, out / name, steps, args.restart, trainer)
+        model, seconds, load = trained(profile, train_images, val_images, out / name, steps_of[name], args.restart,
+                                       trainer)
         model = model.to("cpu").eval()
-        images_per_second = steps * profile.vqvae.batch_size / seconds
+        images_per_second = steps_of[name] * profile.vqvae.batch_size / seconds
         scores = metrics.reconstruction_metrics(model, val_images, model.codebook_size)
-        recon = reconstruct(model, val_images)
+        recon = metrics.round_trip(model, val_images)
         recons[name] = recon
-        results[name] = {**scores, "seconds": seconds, "images_per_second": images_per_second,
+        results[name] = {**scores, "steps": steps_of[name], "seconds": seconds, "images_per_second": images_per_second,
                          "load_before_after": load, "codebook_size": model.codebook_size,
                          "params": sum(p.numel() for p in model.parameters())}
         for who, classifier in judges.items():
-            same = metrics.classifier_outputs(classifier, recon) > 0
-            agree[name, who] = same == original[who]
+            ceiling = metrics.attribute_agreement(classifier, val_images, recon)
+            agree[name, who] = ceiling["agree"]
             key = "agreement" if who == "judge" else "agreement_loss_classifier"
-            results[name][key] = {attr: float(agree[name, who][:, j].float().mean()) for j, attr in enumerate(names)}
-            results[name][key + "_interval"] = {
-                attr: metrics.proportion_interval(int(agree[name, who][:, j].sum()), len(recon))
-                for j, attr in enumerate(names)}
+            results[name][key], results[name][key + "_interval"] = ceiling["share"], ceiling["interval"]
         where = f"load {load[0]:.1f} -> {load[1]:.1f}" if load else f"the finished run in {out / name}"
         print(f"{name}: {results[name]['params']:,} params, {seconds / 60:.1f} min ({images_per_second:.1f} img/s, "
               f"{where}); PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.3f}, sharpness "

@@ -1,9 +1,11 @@
 """VQ-VAE speed on this machine for a profile's model: training images/s and encoding images/s.
 
-    python benchmarks/bench_vqvae.py [--profile cpu] [--steps 30]
+    python benchmarks/bench_vqvae.py [--profile cpu] [--steps 30] [--sizes 64x2 96x2 64x4]
 
 Training runs the real `train_vqvae` step (channels_last, batch size from the profile) on random images; encoding
 runs `encode_indices` in batches of 256 (the batch size tokenization uses). Prints one line per figure.
+`--sizes HIDDENxRESBLOCKS ...` times the training step of the profile's model at other widths and depths too, in one
+run, each as a ratio to the profile's own: what a wider or deeper VQ-VAE costs in the notebook's time budget.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--sizes", nargs="*", default=[], help="other (hidden)x(residual blocks) to time, e.g. 96x2")
     args = parser.parse_args()
     profile = get_profile(args.profile)
     torch.manual_seed(0)
@@ -58,6 +61,14 @@ def main() -> None:
     print(f"training: {train:.1f} images/s (batch {profile.vqvae.batch_size}, 128 px, fp32)")
     encode = encoding_images_per_second(model)
     print(f"encoding: {encode:.1f} images/s (batch 256) -> CelebA's 202,599 images in {202_599 / encode / 60:.1f} min")
+    for size in args.sizes:
+        hidden, blocks = (int(part) for part in size.split("x"))
+        variant = profile.replace(vqvae={"hidden": hidden, "n_res_blocks": blocks})
+        torch.manual_seed(0)
+        other = VQVAE.from_profile(variant).to(memory_format=torch.channels_last)
+        speed = training_images_per_second(other, profile.vqvae.batch_size, args.steps)
+        print(f"training hidden {hidden}, {blocks} residual blocks: {sum(p.numel() for p in other.parameters()):,} "
+              f"parameters, {speed:.1f} images/s = {train / speed:.2f}x the time of the profile's step")
 
 
 if __name__ == "__main__":

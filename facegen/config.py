@@ -200,6 +200,14 @@ class Profile:
         """Where this profile's trained models and token shards live (git-ignored)."""
         return Path(os.environ.get("FACEGEN_ARTIFACTS", REPO_ROOT / "artifacts")) / self.name
 
+    def tokenizer_artifacts(self, stage: str) -> Path:
+        """artifacts/<profile>/<stage> for a stage built on the tokenizer ("vqvae", "tokens", "gpt"). With a bottleneck
+        other than the default VQ the folder carries its name (vqvae-fsq, tokens-fsq, gpt-fsq), so an FSQ tokenizer
+        and the GPT trained on its tokens sit beside the VQ ones instead of replacing them; the data, the classifiers
+        and everything else stay shared."""
+        quantizer = self.vqvae.quantizer
+        return self.artifacts / (stage if quantizer == "vq" else f"{stage}-{quantizer}")
+
     @property
     def data_dir(self) -> Path:
         """Where this profile's dataset lives in the CelebA folder layout (SynthFaces is generated there)."""

@@ -58,7 +58,7 @@ LOSS_DEFINITION = ("val_loss: mean cross-entropy in nats over the 256 image toke
 
 
 def gpt_folder(profile: Profile) -> Path:
-    return profile.artifacts / GPT_DIR
+    return profile.tokenizer_artifacts(GPT_DIR)
 
 
 # ------------------------------------------------------------------------------------------------------- model

@@ -20,7 +20,7 @@ from facegen.quantize import CodebookUsage, perplexity, usage_stats
 
 codebook_usage = usage_stats  # same function, the name a metrics reader looks for
 
-__all__ = ["psnr", "ssim", "codebook_usage", "perplexity", "CodebookUsage", "laplacian_sharpness",
+__all__ = ["psnr", "ssim", "round_trip", "codebook_usage", "perplexity", "CodebookUsage", "laplacian_sharpness",
            "reconstruction_metrics"]
 
 SSIM_WINDOW = 11
@@ -143,6 +143,25 @@ def reconstruction_metrics(tokenizer: torch.nn.Module, images: Tensor, codebook_
             "usage": float(usage.used_fraction), "perplexity": float(usage.perplexity),
             "dead_codes": int(usage.dead_codes),
             "sharpness": float(torch.cat(sharp_recon).mean() / torch.cat(sharp_real).mean())}
+
+
+@torch.no_grad()
+def round_trip(tokenizer: torch.nn.Module, images: Tensor, batch_size: int = 64) -> Tensor:
+    """uint8 images (N, 3, H, W) through a tokenizer's tokens (`decode_indices(encode_indices(x))`, in batches on its
+    device, eval mode): the reconstructions as floats in [-1, 1] on the CPU, e.g. to judge what the tokens keep."""
+    from facegen.data.transforms import from_uint8
+
+    device = next(tokenizer.parameters()).device
+    was_training = tokenizer.training
+    tokenizer.eval()
+    try:
+        return torch.cat([
+            tokenizer.decode_indices(tokenizer.encode_indices(
+                from_uint8(images[start:start + batch_size].to(device)).contiguous(memory_format=torch.channels_last)
+            )).float().clamp(-1, 1).cpu()
+            for start in range(0, len(images), batch_size)])
+    finally:
+        tokenizer.train(was_training)
 
 
 # ------------------------------------------------------------------------------------ judging samples with a classifier
@@ -305,7 +324,8 @@ def unigram_entropy(codes: Tensor, codebook_size: int) -> float:
 
 # --- Uncertainty: every evaluation number on a finite sample of requests comes with a 95% interval.
 
-__all__ += ["proportion_interval", "bootstrap_interval", "accuracy_report", "frechet_with_interval"]
+__all__ += ["attribute_agreement", "proportion_interval", "bootstrap_interval", "accuracy_report",
+            "frechet_with_interval"]
 
 
 def proportion_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -374,6 +394,26 @@ def accuracy_report(predicted: Tensor, targets: Tensor, attributes: tuple[str, .
         value = mean_over(target_rows)(torch.arange(len(targets)))
         report[key] = (value, bootstrap_interval(mean_over(target_rows), len(targets), confidence, resamples))
     return report
+
+
+def attribute_agreement(classifier: torch.nn.Module, originals: Tensor, reconstructions: Tensor,
+                        confidence: float = 0.95) -> dict:
+    """A tokenizer's per-attribute ceiling: on how many faces `classifier` gives the same yes/no answer for the
+    reconstruction as for the original, per attribute, with Wilson intervals. What the tokens lose here, no GPT
+    writing those tokens can show. Judge with a classifier that is in no loss of the tokenizer.
+
+    Returns {"agree": bool (N, A), "share": {attribute: float}, "interval": {attribute: (low, high)},
+    "mean": float, "lowest": (attribute, float)}."""
+    if len(originals) != len(reconstructions):
+        raise ValueError(f"attribute_agreement: {len(originals)} originals but {len(reconstructions)} reconstructions")
+    agree = (classifier_outputs(classifier, originals) > 0) == (classifier_outputs(classifier, reconstructions) > 0)
+    counts = agree.sum(0).tolist()
+    share = {name: count / len(agree) for name, count in zip(classifier.attributes, counts)}
+    interval = {name: proportion_interval(count, len(agree), confidence)
+                for name, count in zip(classifier.attributes, counts)}
+    lowest = min(share, key=share.get)
+    return {"agree": agree, "share": share, "interval": interval, "mean": sum(share.values()) / len(share),
+            "lowest": (lowest, share[lowest])}
 
 
 def frechet_with_interval(features_a: Tensor, features_b: Tensor, confidence: float = 0.95,

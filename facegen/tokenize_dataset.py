@@ -81,7 +81,7 @@ class TokenInfo:
 
 
 def tokens_folder(profile: Profile) -> Path:
-    return profile.artifacts / TOKENS_DIR
+    return profile.tokenizer_artifacts(TOKENS_DIR)
 
 
 def partial_folder(out_dir: Path) -> Path:

@@ -41,7 +41,7 @@ class VQVAERun:
 
 
 def vqvae_folder(profile: Profile) -> Path:
-    return profile.artifacts / "vqvae"
+    return profile.tokenizer_artifacts("vqvae")
 
 
 @torch.no_grad()

@@ -58,3 +58,21 @@ def test_paths_are_per_profile(monkeypatch, tmp_path):
 def test_describe_names_profile_and_device():
     line = describe(PROFILES["ci"])
     assert line.startswith("profile 'ci': tiny models") and "device: cpu (" in line and "\n" not in line
+
+
+def test_tokenizer_stages_get_the_quantizer_in_their_folder_and_the_rest_is_shared(monkeypatch, tmp_path):
+    from facegen.classifier import classifier_folder
+    from facegen.gpt import gpt_folder
+    from facegen.tokenize_dataset import tokens_folder
+    from facegen.vqvae_training import vqvae_folder
+
+    monkeypatch.setenv("FACEGEN_ARTIFACTS", str(tmp_path))
+    vq = PROFILES["cpu"]
+    fsq = vq.replace(vqvae={"quantizer": "fsq"})
+    assert (vqvae_folder(vq), tokens_folder(vq), gpt_folder(vq)) == (tmp_path / "cpu/vqvae", tmp_path / "cpu/tokens",
+                                                                      tmp_path / "cpu/gpt")
+    assert (vqvae_folder(fsq), tokens_folder(fsq), gpt_folder(fsq)) == (
+        tmp_path / "cpu/vqvae-fsq", tmp_path / "cpu/tokens-fsq", tmp_path / "cpu/gpt-fsq")
+    assert vqvae_folder(vq.replace(vqvae={"quantizer": "l2"})) == tmp_path / "cpu/vqvae-l2"
+    assert classifier_folder(fsq) == classifier_folder(vq) and fsq.data_dir == vq.data_dir
+    assert vqvae_folder(fsq.replace(vqvae={"quantizer": "vq"})) == vqvae_folder(vq)  # switching back finds the VQ

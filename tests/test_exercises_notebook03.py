@@ -90,3 +90,15 @@ def test_smile_code_in_mouth_band():
     assert_not_yet(notebook03.smile_code_in_mouth_band(7, tokens, attributes, K), "top five")
     assert_not_yet(notebook03.smile_code_in_mouth_band(100, tokens, attributes, K), "MOUTH_BAND")
     assert_not_yet(notebook03.smile_code_in_mouth_band((5, 6, 0, 1.9), tokens, attributes, K), "one code id")
+
+
+def test_fsq_token_of_levels():
+    levels, q = (8, 8, 8), (3, -4, 0)  # digits (7, 0, 4): 7 + 8 * 0 + 64 * 4 = 263, worked by hand
+    assert notebook03.fsq_token_of_levels(None, levels, q).status == exercises.NOT_ATTEMPTED
+    verdict = notebook03.fsq_token_of_levels(263, levels, q)
+    assert verdict.status == exercises.CORRECT and "token 263" in verdict.message
+    assert_not_yet(notebook03.fsq_token_of_levels(7 * 64 + 0 * 8 + 4, levels, q), "least significant")  # 452
+    assert_not_yet(notebook03.fsq_token_of_levels(3 - 4 * 8 + 0, levels, q), "shift each by L // 2")  # -29
+    assert_not_yet(notebook03.fsq_token_of_levels((7, 0, 4), levels, q), "one token id")
+    assert_not_yet(notebook03.fsq_token_of_levels(262, levels, q), "shift each level")
+    assert notebook03.fsq_token_of_levels(1 + 5 * 2, (5, 5, 5), (-1, 0, -2)).status == exercises.CORRECT  # odd L

@@ -80,3 +80,33 @@ def test_frechet_with_interval_value_is_the_plain_distance_and_the_interval_its_
 def test_frechet_with_interval_needs_a_few_rows():
     with pytest.raises(ValueError, match="at least 4"):
         metrics.frechet_with_interval(torch.randn(3, 2), torch.randn(10, 2))
+
+
+class _MeanColourClassifier(torch.nn.Module):
+    """Says "red" where the red channel's mean is above 0 and "green" likewise: answers computable by hand."""
+    attributes = ("red", "green")
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, images):
+        return images[:, :2].mean(dim=(2, 3))
+
+
+def test_attribute_agreement_counts_faces_whose_answer_survives():
+    originals = torch.full((10, 3, 8, 8), 0.5)  # every original: red yes, green yes
+    originals[:4, 1] = -0.5  # faces 0-3: green no
+    reconstructions = originals.clone()
+    reconstructions[:3, 0] = -0.5  # the tokens lose red on faces 0-2
+    reconstructions[9, 1] = -0.5  # and green on face 9
+    reconstructions[0, 1] = 0.5  # face 0 gains green: also a change of answer
+    result = metrics.attribute_agreement(_MeanColourClassifier(), originals, reconstructions)
+    assert result["share"] == {"red": 0.7, "green": 0.8}
+    assert result["agree"].shape == (10, 2) and result["agree"][:3, 0].sum() == 0 and not result["agree"][9, 1]
+    assert result["interval"]["red"] == metrics.proportion_interval(7, 10)
+    assert result["mean"] == pytest.approx(0.75) and result["lowest"] == ("red", 0.7)
+    assert metrics.attribute_agreement(_MeanColourClassifier(), originals, originals)["share"] == {"red": 1.0,
+                                                                                                  "green": 1.0}
+    with pytest.raises(ValueError, match="10 originals but 9 reconstructions"):
+        metrics.attribute_agreement(_MeanColourClassifier(), originals, reconstructions[:9])

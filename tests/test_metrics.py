@@ -153,3 +153,19 @@ def test_laplacian_sharpness_by_hand_and_blur_lowers_it():
     noise = torch.rand(2, 3, 16, 16) * 2 - 1
     blurred = torch.nn.functional.avg_pool2d(noise, 3, stride=1, padding=1)
     assert (metrics.laplacian_sharpness(blurred) < 0.5 * metrics.laplacian_sharpness(noise)).all()
+
+
+def test_round_trip_is_decode_of_encode_in_batches_and_keeps_the_mode():
+    from facegen.data.transforms import from_uint8
+    from facegen.vqvae import VQVAE
+
+    torch.manual_seed(0)
+    model = VQVAE(codebook_size=16, embed_dim=4, hidden=8, n_res_blocks=1).train()
+    images = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8)
+    out = metrics.round_trip(model, images, batch_size=2)
+    model.eval()
+    with torch.no_grad():
+        expected = model.decode_indices(model.encode_indices(from_uint8(images))).clamp(-1, 1)
+    assert out.dtype == torch.float32 and out.device.type == "cpu"
+    torch.testing.assert_close(out, expected)
+    assert metrics.round_trip(model.train(), images).shape == (5, 3, 16, 16) and model.training

@@ -9,6 +9,7 @@ recomputes the expected answer from those with facegen's own functions: the answ
 4. `smile_code_in_mouth_band` (changes code): the code most over-represented in the mouth band of smiling faces,
    by re-running the attribute ranking of the notebook for another attribute and band.
 5. is an open question, without a check.
+6. `fsq_token_of_levels`: the token FSQ gives to a position whose three channels rounded to given levels.
 """
 
 from __future__ import annotations
@@ -131,3 +132,36 @@ def smile_code_in_mouth_band(answer, tokens: torch.Tensor, attributes: torch.Ten
         return not_yet("that code is in the top five of the mouth band, but not first")
     return not_yet("rank the codes with attribute_codes as in the eye-band cell, with the Smiling mask and "
                    "region=notebook03.MOUTH_BAND, and take the first")
+
+
+@check("answer_6")
+def fsq_token_of_levels(answer, levels: tuple[int, ...], q: tuple[int, ...]) -> Verdict:
+    """answer: the FSQ token of the integer levels `q` (one per channel, -L//2 .. L - 1 - L//2) on the grid `levels`:
+    digits k_i = q_i + L_i // 2 read as one mixed-radix number, the first channel the least significant."""
+    from facegen.fsq import FSQ
+
+    if isinstance(answer, (tuple, list)):
+        return not_yet("one token id (an int), not the digits: combine them into one number")
+    value = int(as_number(answer, "answer_6"))
+    fsq = FSQ(levels)
+    half = [n // 2 for n in levels]
+    expected = int(fsq.codes_to_indices(torch.tensor([[qi / h for qi, h in zip(q, half)]])))
+    digits = [qi + h for qi, h in zip(q, half)]
+    if value == expected:
+        return correct(f"token {expected}: digits {tuple(digits)}, {' + '.join(f'{d} x {b}' for d, b in zip(digits, fsq.basis.tolist()))}"
+                       f"; FSQ's lookup gives the levels back from it, so the grid needs no stored codebook")
+    most_significant_first = 0
+    for d, n in zip(digits, levels):
+        most_significant_first = most_significant_first * n + d
+    if value == most_significant_first:
+        return not_yet("you read the first channel as the most significant digit; in FSQ it is the least "
+                       "significant: k_1 + L_1 k_2 + L_1 L_2 k_3")
+    unshifted, base = 0, 1
+    for qi, n in zip(q, levels):
+        unshifted, base = unshifted + qi * base, base * n
+    if value == unshifted:
+        return not_yet("the levels run from -L/2 upwards; shift each by L // 2 first, so that the digits are 0..L-1")
+    if not 0 <= value < math.prod(levels):
+        return not_yet(f"a token lies in 0..{math.prod(levels) - 1}; shift each level by L // 2 to get digits "
+                       "0..L-1, then k_1 + L_1 k_2 + L_1 L_2 k_3")
+    return not_yet("shift each level by L // 2 (digits 0..L-1), then combine k_1 + L_1 k_2 + L_1 L_2 k_3")
