@@ -9,6 +9,8 @@ every image keeps exactly the same tokens. We do the latter with the course's VQ
 - the decoder is trained with the VQGAN's generator loss (facegen.vqgan_losses):
       L1 + perceptual_weight * perceptual + lambda * (-mean D(x_rec)),   lambda = taming's adaptive weight,
   and a PatchGAN discriminator with the hinge loss; Adam with taming's betas (0.5, 0.9) for both;
+- against speckle, two optional regularisers of the discriminator (issue 16): `disc_norm="spectral"` and an R1
+  penalty on real faces (`r1_gamma`); both off by default (taming's recipe), measured in benchmarks/README.md;
 - what is saved is an exponential moving average of the decoder's weights (`ema_decay`; sd-vae-ft-ema's choice,
   and StyleGAN's): a GAN's generator jitters from step to step, and the average keeps the sharpening while
   smoothing away the speckle that any single step's weights paint.
@@ -36,7 +38,7 @@ from facegen.checkpoint import atomic_folder, atomic_write_json
 from facegen.config import Profile, get_profile
 from facegen.data.transforms import from_uint8
 from facegen.viz import save_image_grid
-from facegen.vqgan_losses import NLayerDiscriminator, generator_loss
+from facegen.vqgan_losses import NLayerDiscriminator, generator_loss, r1_penalty
 from facegen.train.engine import Engine, cpu_copy
 from facegen.train.batches import step_batches
 from facegen.vqgan_training import discriminator_loss, perceptual_loss_for
@@ -112,7 +114,7 @@ def train_gan_decoder(profile: Profile | None = None, vqvae: VQVAE | None = None
     # channels_last lets the CPU's oneDNN convolutions skip layout conversions (the VQ-VAE trains ~1.7x faster).
     model = copy.deepcopy(base).to(memory_format=torch.channels_last)
     freeze_tokens(model)
-    discriminator = NLayerDiscriminator(ndf=cfg.disc_channels, n_layers=cfg.disc_layers).to(
+    discriminator = NLayerDiscriminator(ndf=cfg.disc_channels, n_layers=cfg.disc_layers, norm=cfg.disc_norm).to(
         memory_format=torch.channels_last)
     averaged_decoder = AveragedModel(model.decoder, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
     optimizer_g = torch.optim.Adam(model.decoder.parameters(), lr=cfg.lr, betas=BETAS)
@@ -145,7 +147,11 @@ def train_gan_decoder(profile: Profile | None = None, vqvae: VQVAE | None = None
             if gan_on:
                 with engine.autocast():
                     terms["d_loss"] = discriminator_loss(discriminator, x, recon)
-                engine.optimize(terms["d_loss"], optimizer_d)
+                d_total = terms["d_loss"]
+                if cfg.r1_gamma > 0:  # outside autocast: a gradient of a gradient, kept in fp32
+                    terms["r1"] = r1_penalty(discriminator, x, cfg.r1_gamma)
+                    d_total = d_total + terms["r1"]
+                engine.optimize(d_total, optimizer_d)
             averaged_decoder.update_parameters(model.decoder)
             engine.log(**terms)
             if engine.validating:

@@ -52,24 +52,37 @@ class NLayerDiscriminator(nn.Module):
     4x4 convs: `n_layers` with stride 2 (the first without normalisation), one with stride 1, then a 1-channel
     stride-1 conv; BatchNorm and LeakyReLU(0.2) between them; channels ndf, 2 ndf, 4 ndf, ... capped at 8 ndf.
     Each logit sees a `receptive_field(n_layers)` square of pixels (70 for taming's n_layers=3): it judges texture
-    and local structure, not the whole face. Module names follow taming (`main.0`, `main.2`, ...)."""
+    and local structure, not the whole face. Module names follow taming (`main.0`, `main.2`, ...).
 
-    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3):
+    `norm="spectral"` (issue 16's lever against speckle; Miyato et al. 2018, StyleGAN-T, BigGAN) drops BatchNorm and
+    divides every conv's weight by its largest singular value (torch's `spectral_norm` parametrization, one power
+    iteration per training forward): each layer is then 1-Lipschitz, so the discriminator cannot react sharply to
+    tiny pixel changes, and a generator gains nothing by painting them."""
+
+    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "batch"):
         super().__init__()
         if n_layers < 1 or ndf < 1:
             raise ValueError(f"NLayerDiscriminator: n_layers and ndf must be >= 1, got n_layers={n_layers}, ndf={ndf}")
+        if norm not in ("batch", "spectral"):
+            raise ValueError(f"NLayerDiscriminator: norm must be 'batch' or 'spectral', got {norm!r}")
+        spectral = norm == "spectral"
         layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
         channels = ndf
         for n in range(1, n_layers + 1):
             out = ndf * min(2 ** n, 8)
             stride = 2 if n < n_layers else 1
-            # No conv bias: BatchNorm's shift replaces it.
-            layers += [nn.Conv2d(channels, out, 4, stride=stride, padding=1, bias=False), nn.BatchNorm2d(out),
-                       nn.LeakyReLU(0.2, True)]
+            # No conv bias with BatchNorm: its shift replaces it.
+            layers += [nn.Conv2d(channels, out, 4, stride=stride, padding=1, bias=spectral)]
+            layers += [] if spectral else [nn.BatchNorm2d(out)]
+            layers += [nn.LeakyReLU(0.2, True)]
             channels = out
         layers.append(nn.Conv2d(channels, 1, 4, stride=1, padding=1))
         self.main = nn.Sequential(*layers)
         self.apply(_init_weights)
+        if spectral:
+            for module in self.main:
+                if isinstance(module, nn.Conv2d):
+                    nn.utils.parametrizations.spectral_norm(module)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.main(images)
@@ -82,6 +95,17 @@ def receptive_field(n_layers: int) -> int:
     for stride in [1, 1] + [2] * n_layers:
         size = size + 3 if stride == 1 else 2 * size + 2
     return size
+
+
+def r1_penalty(discriminator: nn.Module, real: Tensor, gamma: float) -> Tensor:
+    """R1 (Mescheder et al. 2018): gamma / 2 * E ||d D(x) / d x||^2 on REAL images, D(x) being the mean of an image's
+    patch logits. It flattens the discriminator around real faces, so that it cannot tell a face from the same face
+    with a few sharp coloured pixels by a steep slope -- the slope a decoder would otherwise climb into speckle.
+    Taken in fp32; `real` is not modified (a leaf copy gets the gradient)."""
+    real = real.detach().float().requires_grad_(True)
+    logits = discriminator(real).float().mean(dim=tuple(range(1, real.ndim)))
+    (gradient,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+    return 0.5 * gamma * gradient.pow(2).sum(dim=tuple(range(1, real.ndim))).mean()
 
 
 def hinge_d_loss(logits_real: Tensor, logits_fake: Tensor) -> Tensor:

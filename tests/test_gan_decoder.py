@@ -216,3 +216,15 @@ def test_the_decoder_step_under_bf16_autocast_gives_fp32_losses_and_keeps_the_to
     assert all(terms[k].dtype == torch.float32 and torch.isfinite(terms[k]) for k in ("loss", "l1", "g_loss"))
     terms["loss"].backward()
     assert torch.equal(model.quantizer.codebook, codebook)
+
+
+def test_spectral_norm_and_r1_regularise_the_discriminator_once_the_gan_is_on(tmp_path):
+    regularised = TINY.replace(gan_decoder={"disc_norm": "spectral", "r1_gamma": 2.0})
+    run = train(tmp_path, "regularised", profile=regularised)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in run.discriminator.modules())
+    assert any(hasattr(m, "parametrizations") for m in run.discriminator.modules())
+    r1 = [row.get("r1") for row in run.history]
+    assert r1[:3] == [None] * 3 and all(value > 0 for value in r1[3:])  # only from disc_start, always positive
+    plain = train(tmp_path, "plain")
+    assert all("r1" not in row for row in plain.history)
+    assert not states_equal(run.averaged.decoder, plain.averaged.decoder)  # the regularisers change the training

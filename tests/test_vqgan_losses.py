@@ -16,6 +16,7 @@ from facegen.vqgan_losses import (
     hinge_d_loss,
     lpips_available,
     make_perceptual_loss,
+    r1_penalty,
     receptive_field,
 )
 
@@ -190,3 +191,48 @@ def test_generator_loss_by_hand_before_and_after_disc_start():
     assert on["g_loss"].item() == pytest.approx(-0.5)
     assert on["gan_weight"].item() == pytest.approx(weight.item()) and on["gan_weight"].item() > 0
     assert on["loss"].item() == pytest.approx(off["loss"].item() + weight.item() * -0.5)
+
+
+def test_spectral_discriminator_has_unit_spectral_norm_and_no_batchnorm():
+    torch.manual_seed(0)
+    discriminator = NLayerDiscriminator(ndf=8, n_layers=2, norm="spectral").train()
+    x = torch.randn(2, 3, 32, 32)
+    for _ in range(30):  # power iterations run in training forwards
+        discriminator(x)
+    convs = [m for m in discriminator.main if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 4 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in discriminator.main)
+    for conv in convs:  # the weight a forward uses, reshaped as a matrix, has its largest singular value at 1
+        matrix = conv.weight.detach().reshape(conv.weight.shape[0], -1)
+        assert torch.linalg.matrix_norm(matrix, ord=2) == pytest.approx(1.0, abs=0.02)
+    assert discriminator(x).shape == NLayerDiscriminator(ndf=8, n_layers=2)(x).shape
+    with pytest.raises(ValueError, match="norm must be 'batch' or 'spectral'"):
+        NLayerDiscriminator(norm="layer")
+
+
+def test_r1_penalty_by_hand_for_a_linear_discriminator():
+    class Linear(torch.nn.Module):  # D(x) = <w, x> per patch logit map of one pixel: gradient w for every image
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.arange(12.0).reshape(1, 3, 2, 2))
+
+        def forward(self, x):
+            return (x * self.w).sum(dim=(1, 2, 3), keepdim=True)
+
+    real, discriminator = torch.randn(4, 3, 2, 2), Linear()
+    penalty = r1_penalty(discriminator, real, gamma=10.0)
+    assert penalty.item() == pytest.approx(0.5 * 10.0 * float((torch.arange(12.0) ** 2).sum()))  # 5 * 506
+    assert not real.requires_grad
+    penalty.backward()  # create_graph: the penalty trains the discriminator (d/dw of 5 |w|^2 = 10 w)
+    torch.testing.assert_close(discriminator.w.grad, 10.0 * discriminator.w.detach())
+
+
+def test_r1_penalty_is_zero_where_the_discriminator_is_flat():
+    class Constant(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            return self.b * torch.ones(len(x), 1, 1, 1) + 0 * x.sum(dim=(1, 2, 3), keepdim=True)
+
+    assert r1_penalty(Constant(), torch.randn(3, 3, 4, 4), gamma=1.0).item() == 0.0
