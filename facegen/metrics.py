@@ -21,7 +21,7 @@ from facegen.quantize import CodebookUsage, perplexity, usage_stats
 codebook_usage = usage_stats  # same function, the name a metrics reader looks for
 
 __all__ = ["psnr", "ssim", "round_trip", "codebook_usage", "perplexity", "CodebookUsage", "laplacian_sharpness",
-           "reconstruction_metrics"]
+           "chroma_detail", "reconstruction_metrics"]
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -111,6 +111,20 @@ def laplacian_sharpness(images: Tensor) -> Tensor:
     kernel = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]], device=grey.device)
     kernel = kernel.reshape(1, 1, 3, 3)
     return F.conv2d(grey, kernel).abs().mean(dim=(1, 2, 3))
+
+
+def chroma_detail(images: Tensor) -> Tensor:
+    """Per image, the mean absolute 3x3 Laplacian response of the two colour-opponent channels, red - green and
+    (red + green) / 2 - blue, for images in [-1, 1] (B, 3, H, W) -> (B,): fine detail in colour, not in brightness.
+    A grey or flat-coloured region gives 0; colour speckle (isolated pixels of another hue, what a GAN-tuned decoder
+    paints into irises) gives large responses. Like `laplacian_sharpness`, read a reconstruction's value relative to
+    the original's: > 1 = more fine colour detail than the real faces have. It cannot tell speckle from a sharper
+    true colour edge: look at the crops too."""
+    images = images.float()
+    red, green, blue = images.unbind(dim=1)
+    opponent = torch.stack([red - green, (red + green) / 2 - blue], dim=1)
+    kernel = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]], device=images.device)
+    return F.conv2d(opponent, kernel.reshape(1, 1, 3, 3).expand(2, 1, 3, 3), groups=2).abs().mean(dim=(1, 2, 3))
 
 
 @torch.no_grad()

@@ -155,6 +155,24 @@ def test_laplacian_sharpness_by_hand_and_blur_lowers_it():
     assert (metrics.laplacian_sharpness(blurred) < 0.5 * metrics.laplacian_sharpness(noise)).all()
 
 
+def test_chroma_detail_sees_colour_speckle_and_not_grey_detail():
+    grey_dot = torch.zeros(1, 3, 5, 5)
+    grey_dot[:, :, 2, 2] = 1.0  # a white pixel: all the detail is brightness, none is colour
+    assert metrics.chroma_detail(grey_dot).item() == 0.0 and metrics.laplacian_sharpness(grey_dot).item() > 0
+    red_dot = torch.zeros(1, 3, 5, 5)
+    red_dot[:, 0, 2, 2] = 1.0  # red - green = 1 at one pixel: Laplacian |4| + 4 |-1| = 8 over 9 positions;
+    # (red + green) / 2 - blue = 1/2 there: 4 over 9; the mean of the two channels is (8 + 4) / 9 / 2
+    assert metrics.chroma_detail(red_dot).item() == pytest.approx(12 / 18)
+    flat_colour = torch.zeros(1, 3, 5, 5)
+    flat_colour[:, 0] = 0.7
+    assert metrics.chroma_detail(flat_colour).item() == 0.0  # a uniform hue has no colour detail
+    torch.manual_seed(0)
+    face = torch.rand(2, 3, 16, 16) * 0.1  # a smooth, nearly grey face, then colour speckle on it
+    speckled = face.clone()
+    speckled[:, 2, 4::5, 4::5] = 1.0
+    assert (metrics.chroma_detail(speckled) > 2 * metrics.chroma_detail(face)).all()
+
+
 def test_round_trip_is_decode_of_encode_in_batches_and_keeps_the_mode():
     from facegen.data.transforms import from_uint8
     from facegen.vqvae import VQVAE
