@@ -92,9 +92,10 @@ VQVAE_CONFIGS = {"vq": VQVAEConfig, "fsq": FSQVAEConfig, "l2": L2VQVAEConfig}  #
 
 @dataclass(frozen=True)
 class GPTConfig:
-    # cpu: 1.9M parameters; 1,600 steps x 8 sequences (~2.7 epochs of 4,800 faces) train in ~6.5 minutes on 2 cores
-    # to ~2.2 nats/token against a unigram baseline of 6.16 (measured; see benchmarks/README.md). Guided attribute
-    # accuracy (s = 5) rose from 87.8% at 1,000 steps to 90.2% at 1,600. The same tokens in half as many steps of
+    # cpu: 1.9M parameters; 1,600 steps x 8 sequences (~2.7 epochs of 4,800 faces) train in ~7 minutes on 2 cores
+    # to ~2.25 nats/token against a unigram baseline of 6.13 (the 4,320-step VQ-VAE's tokens; measured, see
+    # benchmarks/README.md). On the 2,400-step VQ-VAE's tokens guided attribute accuracy (s = 5, development
+    # requests) rose from 87.8% at 1,000 steps to 90.2% at 1,600. The same tokens in half as many steps of
     # twice the batch end higher: at this budget more, smaller steps win. A 6-layer, 256-wide model learns more per
     # step but manages only ~1/3 as many steps in the same 10 minutes.
     n_layer: int = 4
