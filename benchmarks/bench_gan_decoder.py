@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from facegen import metrics
 from facegen.config import get_profile
+from facegen.course import describe_machine
 from facegen.data.transforms import from_uint8
 from facegen.gan_decoder import gan_decoder_folder, gan_decoder_stale_reason, load_gan_decoder, train_gan_decoder
 from facegen.pipeline import ensure_classifier, ensure_judge_classifier, ensure_vqvae, load_images
@@ -47,13 +48,6 @@ from facegen.viz import save_image_grid
 
 EYE_ROWS = slice(48, 80)  # grid rows 6-9 of a 16 x 16 token grid at 8 px per token: the eye band (notebook 03)
 VARIANTS = ("taming", "spectral", "r1", "spectral+r1")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def variant_settings(name: str, r1_gamma: float) -> dict:
@@ -72,7 +66,7 @@ def main() -> None:
     base = get_profile(args.profile)
     out = args.out or base.artifacts.parent / "bench-gan-decoder" / base.name
     r1_gamma = args.r1_gamma or 0.0002 * base.data.image_size ** 2 / base.gan_decoder.batch_size
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; profile {base.name!r}; "
+    print(f"{describe_machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; profile {base.name!r}; "
           f"{base.gan_decoder.steps} steps, GAN from step {base.gan_decoder.disc_start}; R1 gamma {r1_gamma:.3g}",
           flush=True)
 
@@ -122,7 +116,7 @@ def main() -> None:
     grid = F.interpolate(torch.cat(crops), scale_factor=3, mode="nearest")
     png = save_image_grid(grid, out / "crops.png", nrow=6)
     (out / "results.json").write_text(json.dumps({
-        "profile": base.name, "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"), "r1_gamma": r1_gamma,
+        "profile": base.name, "machine": describe_machine(), "date": time.strftime("%Y-%m-%d"), "r1_gamma": r1_gamma,
         "floor": floor, "results": results}, indent=1))
     print(f"wrote {png} (rows: originals, {', '.join(models)}) and {out / 'results.json'}")
 

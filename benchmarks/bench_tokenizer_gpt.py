@@ -34,18 +34,12 @@ import torch
 from facegen import metrics
 from facegen.attributes import requests_from_rows
 from facegen.config import get_profile
+from facegen.course import describe_machine
 from facegen.data.transforms import from_uint8
 from facegen.gpt import gpt_folder
 from facegen.pipeline import ensure_gpt, ensure_judge_classifier, ensure_vqvae, load_images
 from facegen.sampling import sample_faces
 from facegen.viz import save_image_grid
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def main() -> None:
@@ -59,7 +53,7 @@ def main() -> None:
 
     base = get_profile(args.profile)
     out = args.out or base.artifacts.parent / "bench-tokenizer-gpt" / base.name
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; profile {base.name!r}; "
+    print(f"{describe_machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; profile {base.name!r}; "
           f"{args.requests} held-out requests (test split), seed 1, guidance scale {args.scale:g}", flush=True)
 
     judge = ensure_judge_classifier(base, device="cpu")
@@ -85,8 +79,8 @@ def main() -> None:
         vqvae = ensure_vqvae(profile, device="cpu")
         history = json.loads((gpt_folder(profile) / "history.json").read_text())
         val_loss = history["validation"][-1]["val_loss"]
-        keep = metrics.accuracy_report(metrics.classifier_outputs(judge, metrics.round_trip(vqvae, test_images[:n])) > 0,
-                                       targets, judge.attributes)
+        rebuilt = metrics.round_trip(vqvae, test_images[:n])
+        keep = metrics.accuracy_report(metrics.classifier_outputs(judge, rebuilt) > 0, targets, judge.attributes)
         started = time.perf_counter()
         faces = sample_faces(loaded.model, loaded.vocab, vqvae, n, attributes=requests, guidance_scale=args.scale,
                              seed=1, progress=True)
@@ -122,7 +116,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     png = save_image_grid(torch.cat(grids), out / "faces.png", nrow=16)
     (out / "results.json").write_text(json.dumps({
-        "profile": base.name, "requests": n, "scale": args.scale, "seed": 1, "cpu": cpu_name(),
+        "profile": base.name, "requests": n, "scale": args.scale, "seed": 1, "machine": describe_machine(),
         "date": time.strftime("%Y-%m-%d"), "real": real, "floor": floor, "results": results}, indent=1, default=str))
     print(f"\nwrote {png} (rows: test faces 0-15, then one row per quantizer: {', '.join(args.quantizers)}) and "
           f"{out / 'results.json'}")

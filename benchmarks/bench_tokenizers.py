@@ -45,6 +45,7 @@ import torch
 from facegen import metrics
 from facegen.attributes import attribute_index
 from facegen.config import get_profile
+from facegen.course import describe_machine
 from facegen.data.transforms import from_uint8
 from facegen.pipeline import ensure_classifier, ensure_judge_classifier, load_images
 from facegen.viz import save_image_grid
@@ -72,17 +73,6 @@ def trained(profile, train_images, val_images, folder: Path, steps: int, restart
     load_before = os.getloadavg()[0]
     run = trainer(profile, train_images, val_images, folder=folder, steps=steps, resume=not restart)
     return run.model, run.seconds, (load_before, os.getloadavg()[0])
-
-
-def cpu_name() -> str:
-    """The CPU's model name, as `lscpu` gives it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
@@ -122,7 +112,7 @@ def main() -> None:
         "deep": base.replace(vqvae={"n_res_blocks": 8}),
     }
     steps_of = {name: steps for name in VARIANTS} | {"long": round(args.budget * steps)}
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+    print(f"{describe_machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"profile {base.name!r}, {steps} steps x {base.vqvae.batch_size} images each; FSQ levels {levels}; "
           f"l2 codes of {args.l2_dim}; perceptual weight {args.perceptual_weight}", flush=True)
 
