@@ -5,14 +5,14 @@
 Every variant fine-tunes the decoder of the profile's trained VQ-VAE (same tokens) with the profile's
 `gan_decoder` settings (steps, learning rate, GAN start, weights, averaged decoder), changing only the discriminator:
 
-- `taming`: taming's PatchGAN with BatchNorm, no penalty: the profile's own GAN-tuned decoder
-  (artifacts/<profile>/gan_decoder, loaded when it was made from the current VQ-VAE, else trained there);
-- `spectral`: spectral norm on every discriminator conv instead of BatchNorm (`gan_decoder.disc_norm`);
+- `taming`: taming's PatchGAN with BatchNorm (`gan_decoder.disc_norm = "batch"`), no penalty;
+- `spectral`: spectral norm on every discriminator conv instead of BatchNorm (the profiles' default since this
+  benchmark);
 - `r1`: the R1 penalty on real faces (`gan_decoder.r1_gamma`, default gamma from StyleGAN2-ADA's heuristic
   0.0002 * resolution^2 / batch);
 - `spectral+r1`: both.
-The variants other than `taming` go to artifacts/bench-gan-decoder/<profile>/<variant> (a finished run made from the
-current VQ-VAE is loaded, not retrained). Each is judged on 512 validation faces, with the VQ-VAE's own decoder as
+Each variant goes to artifacts/bench-gan-decoder/<profile>/<variant> (a finished run made from the current VQ-VAE is
+loaded, not retrained). Each is judged on 512 validation faces, with the VQ-VAE's own decoder as
 the reference row:
 
 - PSNR, SSIM and sharpness (reconstructions' Laplacian over the originals', `metrics.reconstruction_metrics`);
@@ -41,7 +41,7 @@ from facegen import metrics
 from facegen.config import get_profile
 from facegen.course import describe_machine
 from facegen.data.transforms import from_uint8
-from facegen.gan_decoder import gan_decoder_folder, gan_decoder_stale_reason, load_gan_decoder, train_gan_decoder
+from facegen.gan_decoder import gan_decoder_stale_reason, load_gan_decoder, train_gan_decoder
 from facegen.pipeline import ensure_classifier, ensure_judge_classifier, ensure_vqvae, load_images
 from facegen.tokenize_dataset import vqvae_fingerprint
 from facegen.viz import save_image_grid
@@ -51,7 +51,8 @@ VARIANTS = ("taming", "spectral", "r1", "spectral+r1")
 
 
 def variant_settings(name: str, r1_gamma: float) -> dict:
-    return {"taming": {}, "spectral": {"disc_norm": "spectral"}, "r1": {"r1_gamma": r1_gamma},
+    return {"taming": {"disc_norm": "batch", "r1_gamma": 0.0}, "spectral": {"disc_norm": "spectral", "r1_gamma": 0.0},
+            "r1": {"disc_norm": "batch", "r1_gamma": r1_gamma},
             "spectral+r1": {"disc_norm": "spectral", "r1_gamma": r1_gamma}}[name]
 
 
@@ -86,7 +87,7 @@ def main() -> None:
 
     models = {"VQ-VAE decoder": (vqvae, None)}
     for name in args.variants:
-        folder = gan_decoder_folder(base) if name == "taming" else out / name
+        folder = out / name
         if gan_decoder_stale_reason(folder, fingerprint) is None:
             print(f"{name}: the finished run in {folder}", flush=True)
             models[name] = (load_gan_decoder(folder), None)

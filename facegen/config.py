@@ -175,7 +175,9 @@ class GANDecoderConfig:
     disc_weight: float = 0.8  # taming's f16-16384 config
     disc_channels: int = 32  # PatchGAN width (taming: 64)
     disc_layers: int = 3  # 70 px patches
-    disc_norm: str = "batch"  # taming's; "spectral" = spectral norm (issue 16's lever against speckle, measured)
+    # "spectral": spectral norm instead of taming's BatchNorm. Measured (benchmarks/README.md, "Against speckle"): less
+    # fine colour noise in the eyes (2.38x the originals' against 2.95x), +0.5 dB PSNR, the same judge FD.
+    disc_norm: str = "spectral"
     r1_gamma: float = 0.0  # R1 penalty on real faces (0 = off, taming's); issue 16's other lever against speckle
     ema_decay: float = 0.995  # the saved decoder averages the last ~200 steps' weights (0 = the last step's)
     val_every: int = 250

@@ -9,8 +9,9 @@ every image keeps exactly the same tokens. We do the latter with the course's VQ
 - the decoder is trained with the VQGAN's generator loss (facegen.vqgan_losses):
       L1 + perceptual_weight * perceptual + lambda * (-mean D(x_rec)),   lambda = taming's adaptive weight,
   and a PatchGAN discriminator with the hinge loss; Adam with taming's betas (0.5, 0.9) for both;
-- against speckle, two optional regularisers of the discriminator (issue 16): `disc_norm="spectral"` and an R1
-  penalty on real faces (`r1_gamma`); both off by default (taming's recipe), measured in benchmarks/README.md;
+- one departure from taming, against speckle (issue 16): the PatchGAN's convs are spectrally normalised instead of
+  followed by BatchNorm (`disc_norm="spectral"`, the default; "batch" is taming's); an R1 penalty on real faces
+  (`r1_gamma`) is there too, off by default; both measured in benchmarks/README.md ("Against speckle");
 - what is saved is an exponential moving average of the decoder's weights (`ema_decay`; sd-vae-ft-ema's choice,
   and StyleGAN's): a GAN's generator jitters from step to step, and the average keeps the sharpening while
   smoothing away the speckle that any single step's weights paint.
