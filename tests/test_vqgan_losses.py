@@ -236,3 +236,18 @@ def test_r1_penalty_is_zero_where_the_discriminator_is_flat():
             return self.b * torch.ones(len(x), 1, 1, 1) + 0 * x.sum(dim=(1, 2, 3), keepdim=True)
 
     assert r1_penalty(Constant(), torch.randn(3, 3, 4, 4), gamma=1.0).item() == 0.0
+
+
+def test_spectral_discriminator_and_r1_under_bf16_autocast_on_cpu():
+    """The GPU path trains under bf16 autocast: the spectral norm's power iteration and the hinge loss must run there,
+    and R1 (taken outside autocast, in fp32) must accept the discriminator that autocast just used."""
+    torch.manual_seed(0)
+    discriminator = NLayerDiscriminator(ndf=8, n_layers=2, norm="spectral").train()
+    real, fake = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = hinge_d_loss(discriminator(real), discriminator(fake))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    penalty = r1_penalty(discriminator, real, gamma=1.0)
+    assert penalty.dtype == torch.float32 and penalty > 0
+    (loss + penalty).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in discriminator.parameters() if p.requires_grad)

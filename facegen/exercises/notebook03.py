@@ -148,8 +148,9 @@ def fsq_token_of_levels(answer, levels: tuple[int, ...], q: tuple[int, ...]) -> 
     expected = int(fsq.codes_to_indices(torch.tensor([[qi / h for qi, h in zip(q, half)]])))
     digits = [qi + h for qi, h in zip(q, half)]
     if value == expected:
-        return correct(f"token {expected}: digits {tuple(digits)}, {' + '.join(f'{d} x {b}' for d, b in zip(digits, fsq.basis.tolist()))}"
-                       f"; FSQ's lookup gives the levels back from it, so the grid needs no stored codebook")
+        terms = " + ".join(f"{d} x {b}" for d, b in zip(digits, fsq.basis.tolist()))
+        return correct(f"token {expected}: digits {tuple(digits)}, {terms}; FSQ's lookup gives the levels back from "
+                       "it, so the grid needs no stored codebook")
     most_significant_first = 0
     for d, n in zip(digits, levels):
         most_significant_first = most_significant_first * n + d
