@@ -1,6 +1,7 @@
 """What the GPT achieves on each tokenizer's tokens: the profile's GPT trained on VQ and on FSQ tokens, judged alike.
 
     python benchmarks/bench_tokenizer_gpt.py [--profile cpu] [--quantizers vq fsq] [--requests 500] [--scale 4]
+        [--gpt-seed K]
 
 For each quantizer the profile's VQ-VAE with that bottleneck (`profile.replace(vqvae={"quantizer": ...})`), the
 dataset tokenized by it and the profile's GPT trained on those tokens are built where missing, exactly as the
@@ -17,8 +18,13 @@ tokenizer:
 - the reference of what the tokens keep: the judge on each tokenizer's reconstructions of the same test faces;
 - the GPT's validation loss in bits per image (the tokens' own entropy under the model: lower = easier to write).
 
+`--gpt-seed K` (K other than the profile's `gpt.seed`) trains a second GPT per tokenizer from seed K, same recipe and
+tokens, into artifacts/bench-tokenizer-gpt/<profile>/gpt-<quantizer>-seed<K> (loaded if finished), and judges it the
+same way: how much of a difference between tokenizers is the GPT run's luck.
+
 Prints one table per quantizer and a side-by-side of the present-only accuracy; writes results.json and faces.png
-(16 guided samples per quantizer, same requests) under artifacts/bench-tokenizer-gpt/<profile>/.
+(16 guided samples per quantizer, same requests; results-seed<K>.json and faces-seed<K>.png for another GPT seed)
+under artifacts/bench-tokenizer-gpt/<profile>/.
 """
 
 from __future__ import annotations
@@ -36,8 +42,8 @@ from facegen.attributes import requests_from_rows
 from facegen.config import get_profile
 from facegen.course import describe_machine
 from facegen.data.transforms import from_uint8
-from facegen.gpt import gpt_folder
-from facegen.pipeline import ensure_gpt, ensure_judge_classifier, ensure_vqvae, load_images
+from facegen.gpt import MODEL_DIR, gpt_folder, load_gpt, train_gpt
+from facegen.pipeline import ensure_gpt, ensure_judge_classifier, ensure_tokens, ensure_vqvae, load_images
 from facegen.sampling import sample_faces
 from facegen.viz import save_image_grid
 
@@ -48,6 +54,7 @@ def main() -> None:
     parser.add_argument("--quantizers", nargs="+", default=["vq", "fsq"], choices=["vq", "fsq", "l2"])
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--scale", type=float, default=4.0)
+    parser.add_argument("--gpt-seed", type=int, default=None, help="train and judge GPTs from this seed instead")
     parser.add_argument("--out", type=Path, default=None, help="default: artifacts/bench-tokenizer-gpt/<profile>")
     args = parser.parse_args()
 
@@ -70,14 +77,23 @@ def main() -> None:
           f"present; Frechet floor (test vs train, judge features) {floor[0]:.1f} "
           f"[{floor[1][0]:.1f}, {floor[1][1]:.1f}]", flush=True)
 
+    other_seed = args.gpt_seed is not None and args.gpt_seed != base.gpt.seed
+    suffix = f"-seed{args.gpt_seed}" if other_seed else ""
     results, grids = {}, [from_uint8(test_images[:16])]
     for quantizer in args.quantizers:
         profile = base.replace(vqvae={"quantizer": quantizer})
         started = time.perf_counter()
         loaded = ensure_gpt(profile, device="cpu")
+        folder = gpt_folder(profile)
+        if other_seed:  # the same recipe and tokens, another seed: its own folder, never the profile's GPT
+            folder = out / f"gpt-{quantizer}-seed{args.gpt_seed}"
+            if not (folder / MODEL_DIR).exists():
+                train_gpt(profile.replace(gpt={"seed": args.gpt_seed}), splits=ensure_tokens(profile, device="cpu"),
+                          folder=folder, vqvae_fingerprint=loaded.metadata["vqvae"]["fingerprint"])
+            loaded = load_gpt(folder, device="cpu")
         built = time.perf_counter() - started
         vqvae = ensure_vqvae(profile, device="cpu")
-        history = json.loads((gpt_folder(profile) / "history.json").read_text())
+        history = json.loads((folder / "history.json").read_text())
         val_loss = history["validation"][-1]["val_loss"]
         rebuilt = metrics.round_trip(vqvae, test_images[:n])
         keep = metrics.accuracy_report(metrics.classifier_outputs(judge, rebuilt) > 0, targets, judge.attributes)
@@ -114,12 +130,13 @@ def main() -> None:
         print(f"{row['attribute']:<20} {row['n_present']:>4} {row['present']:>6.1%} " + " ".join(cells))
 
     out.mkdir(parents=True, exist_ok=True)
-    png = save_image_grid(torch.cat(grids), out / "faces.png", nrow=16)
-    (out / "results.json").write_text(json.dumps({
+    png = save_image_grid(torch.cat(grids), out / f"faces{suffix}.png", nrow=16)
+    (out / f"results{suffix}.json").write_text(json.dumps({
         "profile": base.name, "requests": n, "scale": args.scale, "seed": 1, "machine": describe_machine(),
+        "gpt_seed": args.gpt_seed if other_seed else base.gpt.seed,
         "date": time.strftime("%Y-%m-%d"), "real": real, "floor": floor, "results": results}, indent=1, default=str))
     print(f"\nwrote {png} (rows: test faces 0-15, then one row per quantizer: {', '.join(args.quantizers)}) and "
-          f"{out / 'results.json'}")
+          f"{out / f'results{suffix}.json'}")
 
 
 if __name__ == "__main__":
