@@ -107,10 +107,7 @@ def laplacian_sharpness(images: Tensor) -> Tensor:
     grey level, for images in [-1, 1] (B, 3, H, W) -> (B,). Fine detail (strands of hair, eyelids) gives large
     responses and blur removes them, so a reconstruction's value relative to the original's measures sharpness:
     1 = as sharp as the original, < 1 blurrier. (It also rises with noise: look at the images too.)"""
-    grey = images.float().mean(dim=1, keepdim=True)
-    kernel = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]], device=grey.device)
-    kernel = kernel.reshape(1, 1, 3, 3)
-    return F.conv2d(grey, kernel).abs().mean(dim=(1, 2, 3))
+    return _mean_abs_laplacian(images.float().mean(dim=1, keepdim=True))
 
 
 def chroma_detail(images: Tensor) -> Tensor:
@@ -120,11 +117,16 @@ def chroma_detail(images: Tensor) -> Tensor:
     paints into irises) gives large responses. Like `laplacian_sharpness`, read a reconstruction's value relative to
     the original's: > 1 = more fine colour detail than the real faces have. It cannot tell speckle from a sharper
     true colour edge: look at the crops too."""
-    images = images.float()
-    red, green, blue = images.unbind(dim=1)
-    opponent = torch.stack([red - green, (red + green) / 2 - blue], dim=1)
-    kernel = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]], device=images.device)
-    return F.conv2d(opponent, kernel.reshape(1, 1, 3, 3).expand(2, 1, 3, 3), groups=2).abs().mean(dim=(1, 2, 3))
+    red, green, blue = images.float().unbind(dim=1)
+    return _mean_abs_laplacian(torch.stack([red - green, (red + green) / 2 - blue], dim=1))
+
+
+def _mean_abs_laplacian(channels: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B,): the mean absolute response of each channel to the 3x3 Laplacian (4 at the centre, -1 at
+    its 4 neighbours), over channels and valid positions."""
+    kernel = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]], device=channels.device)
+    n = channels.shape[1]
+    return F.conv2d(channels, kernel.expand(n, 1, 3, 3), groups=n).abs().mean(dim=(1, 2, 3))
 
 
 @torch.no_grad()

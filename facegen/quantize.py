@@ -345,9 +345,8 @@ class L2VectorQuantizer(VectorQuantizer):
             # `_quantize` searches the stored codebook: put it back on the sphere if an optimizer step (learned
             # codebook) or a hand edit took it off. Its lengths carry no information (lookup normalises), so this
             # changes no result; with EMA it is a no-op.
-            with torch.no_grad():
-                if not torch.allclose(self.codebook.norm(dim=1), self.codebook.new_ones(()), atol=1e-5):
-                    self.codebook.copy_(F.normalize(self.codebook, dim=1))
+            if not torch.allclose(self.codebook.norm(dim=1), self.codebook.new_ones(()), atol=1e-5):
+                self._to_sphere()
             return self._quantize(F.normalize(full_precision(z), dim=1))
 
     def lookup(self, indices: Tensor) -> Tensor:
