@@ -92,22 +92,22 @@ VQVAE_CONFIGS = {"vq": VQVAEConfig, "fsq": FSQVAEConfig, "l2": L2VQVAEConfig}  #
 
 @dataclass(frozen=True)
 class GPTConfig:
-    # cpu: 1.9M parameters; 1,600 steps x 8 sequences (~2.7 epochs of 4,800 faces) train in ~7 minutes on 2 cores
-    # to ~2.25 nats/token against a unigram baseline of 6.13 (the 4,320-step VQ-VAE's tokens; measured, see
-    # benchmarks/README.md). On the 2,400-step VQ-VAE's tokens guided attribute accuracy (s = 5, development
-    # requests) rose from 87.8% at 1,000 steps to 90.2% at 1,600. The same tokens in half as many steps of
-    # twice the batch end higher: at this budget more, smaller steps win. A 6-layer, 256-wide model learns more per
-    # step but manages only ~1/3 as many steps in the same 10 minutes.
+    # cpu: 0.9M parameters; 3,200 steps x 8 sequences (~5.3 epochs of 4,800 faces) train in ~7 minutes on 2 cores
+    # to ~2.10 nats/token against a unigram baseline of 6.13 (the 4,320-step VQ-VAE's tokens; measured, see
+    # benchmarks/README.md, "How wide a GPT for 7 minutes"). At this budget the model is compute-bound (training
+    # and validation loss agree), so a narrower model that takes more steps wins: 192 wide, 1,600 steps reached
+    # 2.25 in 5.8 minutes; 128 wide, 3,200 steps 2.10 in 7.0; 96 wide, 4,000 steps 2.13 in 7.3. The same tokens in
+    # half as many steps of twice the batch end higher, and a 6-layer, 256-wide model manages only ~1/3 as many steps.
     n_layer: int = 4
-    n_embd: int = 192
-    n_head: int = 6
+    n_embd: int = 128
+    n_head: int = 4
     dropout: float = 0.0
     lr: float = 2e-3  # small models take a large learning rate; the gpu profile uses the seed's 2e-4
     weight_decay: float = 0.05
     warmup_steps: int = 50
     batch_size: int = 8
     grad_accum: int = 1
-    steps: int | None = 1600  # optimizer steps; None -> `epochs` over the training split
+    steps: int | None = 3200  # optimizer steps; None -> `epochs` over the training split
     epochs: int = 1
     mixed_precision: str = "auto"  # "auto" = bf16/fp16 on CUDA, fp32 on CPU (most CPUs emulate bf16)
     p_drop_all: float = 0.1  # classifier-free guidance: all attributes -> ? with this probability

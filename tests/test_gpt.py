@@ -122,9 +122,9 @@ def test_build_gpt_starts_image_positions_on_the_grid_and_leaves_the_prompt_posi
 def test_training_flops_per_token_by_hand_for_the_cpu_profile():
     profile = get_profile("cpu")
     config = gpt.gpt_config(profile, Vocabulary.for_profile(profile))
-    non_embedding = 4 * (12 * 192 ** 2 + 13 * 192) + 2 * 192  # 4 blocks of 192 wide, then the final LayerNorm
-    expected = 6 * (non_embedding + 570 * 192) + 12 * 4 * 277 * 192
-    assert gpt.training_flops_per_token(config) == expected == 13_888_512
+    non_embedding = 4 * (12 * 128 ** 2 + 13 * 128) + 2 * 128  # 4 blocks of 128 wide, then the final LayerNorm
+    expected = 6 * (non_embedding + 570 * 128) + 12 * 4 * 277 * 128
+    assert gpt.training_flops_per_token(config) == expected == 6_899_712
 
 
 def test_weight_decay_only_on_matrices():
