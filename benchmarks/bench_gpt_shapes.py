@@ -1,12 +1,14 @@
 """How wide a GPT for the notebook's training budget: validation loss against training time for GPT shapes.
 
     python benchmarks/bench_gpt_shapes.py [--profile cpu] [--shapes 192/6x1600 128/4x3200 96/4x4000]
+        [--layers N] [--lr LR]
 
 Each shape WIDTH/HEADSxSTEPS is the profile's GPT (its depth, batch, learning rate, schedule, seed and tokens) with
 `n_embd` WIDTH, `n_head` HEADS, trained for STEPS optimizer steps by `train_gpt` on the profile's saved tokens,
 into artifacts/bench-gpt-shapes/<profile>/<shape> (a finished run there is loaded, not retrained). Prints, per
 shape: parameters, training FLOP per token, the run's seconds and tokens/s, and its validation loss at every
-validation (nats per image token and bits per image, the tokens of notebook 05's validation split).
+validation (nats per image token and bits per image, the tokens of notebook 05's validation split). `--layers` and
+`--lr` change the depth and the peak learning rate of every shape in the run (their folders say so).
 
 The question is the one a fixed budget asks: at the same minutes, does a wider model that takes fewer steps or a
 narrower one that takes more learn more? Run one shape at a time on a quiet machine: seconds are the comparison.
@@ -44,6 +46,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--shapes", nargs="+", default=["192/6x1600", "128/4x3200", "96/4x4000"])
+    parser.add_argument("--layers", type=int, default=None, help="default: the profile's n_layer")
+    parser.add_argument("--lr", type=float, default=None, help="default: the profile's lr")
     parser.add_argument("--out", type=Path, default=None, help="default: artifacts/bench-gpt-shapes/<profile>")
     args = parser.parse_args()
 
@@ -53,14 +57,16 @@ def main() -> None:
           f"{base.gpt.n_layer} layers, batch {base.gpt.batch_size}, lr {base.gpt.lr:g}", flush=True)
     vocab = Vocabulary.for_profile(base)
     for text in args.shapes:
-        profile = base.replace(gpt=parse_shape(text))
+        extra = {"n_layer": args.layers} if args.layers else {}
+        extra |= {"lr": args.lr} if args.lr else {}
+        profile = base.replace(gpt=parse_shape(text) | extra)
         config = gpt_config(profile, vocab)
-        folder = out / text.replace("/", "h")
+        folder = out / (text.replace("/", "h") + "".join(f"-{key}{value:g}" for key, value in extra.items()))
         finished = (folder / MODEL_DIR).exists()  # then train_gpt resumes its last checkpoint: nothing to run
         run = train_gpt(profile, folder=folder, progress=False)
         params = count_parameters(config)["total"]
         tokens_per_second = run.steps * profile.gpt.batch_size * vocab.length / run.seconds
-        print(f"\n{text}: {params:,} parameters, {training_flops_per_token(config) / 1e6:.1f} MFLOP/token, "
+        print(f"\n{folder.name}: {params:,} parameters, {training_flops_per_token(config) / 1e6:.1f} MFLOP/token, "
               f"{run.steps:,} steps in {run.seconds / 60:.1f} min ({'loaded' if finished else 'trained now'}), "
               f"{tokens_per_second:,.0f} tokens/s", flush=True)
         for row in run.validation:
