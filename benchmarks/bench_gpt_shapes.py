@@ -65,7 +65,7 @@ def main() -> None:
         finished = (folder / MODEL_DIR).exists()  # then train_gpt resumes its last checkpoint: nothing to run
         run = train_gpt(profile, folder=folder, progress=False)
         params = count_parameters(config)["total"]
-        # from the run's recorded seconds: a loaded run ran no steps now, so its GPTRun.tokens_per_second is empty
+        # over the whole run's recorded seconds: GPTRun.tokens_per_second counts only this call's steps (0 when loaded)
         tokens_per_second = run.steps * profile.gpt.batch_size * vocab.length / run.seconds
         print(f"\n{folder.name}: {params:,} parameters, {training_flops_per_token(config) / 1e6:.1f} MFLOP/token, "
               f"{run.steps:,} steps in {run.seconds / 60:.1f} min ({'loaded' if finished else 'trained now'}), "
