@@ -1,6 +1,6 @@
 """The profile's VQ-VAE beside variants of its bottleneck and loss, each trained for the same steps on the same data.
 
-    python benchmarks/bench_tokenizers.py [--profile cpu] [--variants vq fsq perceptual l2 long wide deep]
+    python benchmarks/bench_tokenizers.py [--profile cpu] [--variants vq fsq perceptual l2 long wide deep ...]
         [--steps N] [--levels 8 8 8] [--l2-dim 8] [--perceptual-weight 0.1] [--budget 1.8] [--out DIR] [--restart]
 
 Variants (the first one named is the baseline of the paired comparisons):
@@ -12,8 +12,11 @@ Variants (the first one named is the baseline of the paired comparisons):
 - `l2` (issue 16): `vqvae.quantizer = "l2"`, codes of `--l2-dim` numbers, l2-normalised with the codebook (ViT-VQGAN);
 - where a bigger time budget goes (issue 16), each about `--budget` times the profile's training time (ratios measured
   with benchmarks/bench_vqvae.py --sizes): `long`, the profile's model trained for `--budget` x the steps; `wide`,
-  hidden 96 instead of 64 (1.8x the step time); `deep`, 8 residual blocks instead of 2 at 16 x 16 (1.6x).
-Each but `long` is trained for the profile's `vqvae.steps` (or `--steps`) into its own folder under
+  hidden 96 instead of 64 (1.8x the step time); `deep`, 8 residual blocks instead of 2 at 16 x 16 (1.6x);
+- the loss and the learning rate at `long`'s steps (issue 16): `l1`, loss = L1 + VQ instead of MSE + VQ; `mix`,
+  0.16 x L1 + 0.84 x (1 - SSIM) + VQ (Zhao et al. 2017's mix, with single-scale SSIM); `blend`, MSE + 0.03 x
+  (1 - SSIM) + VQ (`structural_step`); `hot`, the profile's loss at 1.5x its learning rate.
+Each but `long` and the last four is trained for the profile's `vqvae.steps` (or `--steps`) into its own folder under
 artifacts/bench-tokenizers/<profile>/ (never the profile's own artifacts; a finished run there is loaded as it is
 unless `--restart`). Then, on every validation face, through the tokens (`encode_indices` -> `decode_indices`):
 
@@ -41,6 +44,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from facegen import metrics
 from facegen.attributes import attribute_index
@@ -52,8 +56,24 @@ from facegen.viz import save_image_grid
 from facegen.vqvae import VQVAE
 from facegen.vqvae_training import MODEL_DIR, load_vqvae, train_vqvae, train_vqvae_perceptual
 
-VARIANTS = ("vq", "fsq", "perceptual", "l2", "long", "wide", "deep")
+VARIANTS = ("vq", "fsq", "perceptual", "l2", "long", "wide", "deep", "l1", "mix", "hot", "blend")
 FOCUS = ("Smiling", "Mouth_Slightly_Open")  # what the tokens blur and the GPT learns last (benchmarks/README.md)
+
+
+def structural_step(model, x, mse_weight: float, l1_weight: float, ssim_weight: float) -> dict[str, torch.Tensor]:
+    """loss = mse_weight * MSE + l1_weight * L1 + ssim_weight * (1 - SSIM) + VQ loss, the pixel terms in fp32 (the
+    `l1`, `mix` and `blend` variants; Zhao et al. 2017, "Loss functions for image restoration with neural networks")."""
+    recon, vq = model(x)
+    recon, target = recon.float(), x.float()
+    mse, l1 = F.mse_loss(recon, target), (recon - target).abs().mean()
+    dissimilarity = 1 - metrics.ssim(recon, target)
+    loss = mse_weight * mse + l1_weight * l1 + ssim_weight * dissimilarity + vq.loss
+    return {"loss": loss, "recon": mse, "l1": l1, "dssim": dissimilarity, "vq": vq.loss, "perplexity": vq.perplexity}
+
+
+STEPS = {"l1": partial(structural_step, mse_weight=0.0, l1_weight=1.0, ssim_weight=0.0),
+         "mix": partial(structural_step, mse_weight=0.0, l1_weight=0.16, ssim_weight=0.84),
+         "blend": partial(structural_step, mse_weight=1.0, l1_weight=0.0, ssim_weight=0.03)}
 
 
 def trained(profile, train_images, val_images, folder: Path, steps: int, restart: bool, trainer=train_vqvae):
@@ -110,8 +130,13 @@ def main() -> None:
         "long": base,
         "wide": base.replace(vqvae={"hidden": 96}),
         "deep": base.replace(vqvae={"n_res_blocks": 8}),
+        "l1": base,
+        "mix": base,
+        "hot": base.replace(vqvae={"lr": 1.5 * base.vqvae.lr}),
+        "blend": base,
     }
-    steps_of = {name: steps for name in VARIANTS} | {"long": round(args.budget * steps)}
+    at_budget = ("long", "l1", "mix", "hot", "blend")
+    steps_of = {name: steps for name in VARIANTS} | {name: round(args.budget * steps) for name in at_budget}
     print(f"{describe_machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"profile {base.name!r}, {steps} steps x {base.vqvae.batch_size} images each; FSQ levels {levels}; "
           f"l2 codes of {args.l2_dim}; perceptual weight {args.perceptual_weight}", flush=True)
@@ -136,6 +161,7 @@ def main() -> None:
     for name in args.variants:
         profile = profiles[name]
         trainer = (partial(train_vqvae_perceptual, weight=args.perceptual_weight) if name == "perceptual"
+                   else partial(train_vqvae, batch_loss=STEPS[name], settings={"loss": name}) if name in STEPS
                    else train_vqvae)
         model, seconds, load = trained(profile, train_images, val_images, out / name, steps_of[name], args.restart,
                                        trainer)
