@@ -1,11 +1,14 @@
 """VQ-VAE speed on this machine for a profile's model: training images/s and encoding images/s.
 
-    python benchmarks/bench_vqvae.py [--profile cpu] [--steps 30] [--sizes 64x2 96x2 64x4]
+    python benchmarks/bench_vqvae.py [--profile cpu] [--steps 30] [--sizes 64x2 96x2 64x4] [--levers]
 
 Training runs the real `train_vqvae` step (channels_last, batch size from the profile) on random images; encoding
 runs `encode_indices` in batches of 256 (the batch size tokenization uses). Prints one line per figure.
 `--sizes HIDDENxRESBLOCKS ...` times the training step of the profile's model at other widths and depths too, in one
 run, each as a ratio to the profile's own: what a wider or deeper VQ-VAE costs in the notebook's time budget.
+`--levers` times the profile's step in one run three ways, as ratios to the first: channels_last (what
+`train_vqvae` uses), contiguous NCHW, and channels_last with the model under `torch.compile` (its first steps,
+where it compiles, are reported apart and not timed).
 """
 
 from __future__ import annotations
@@ -20,12 +23,16 @@ from facegen.config import get_profile
 from facegen.vqvae import VQVAE
 
 
-def training_images_per_second(model: VQVAE, batch_size: int, steps: int) -> float:
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+def training_images_per_second(model: torch.nn.Module, batch_size: int, steps: int,
+                               memory_format: torch.memory_format = torch.channels_last, warmup: int = 3) -> float:
+    """Training images per second of `model` (a VQVAE, or one under torch.compile) over `steps` steps of random
+    faces, after `warmup` untimed steps (k-means init, oneDNN kernel selection, compilation)."""
+    parameters = list(model.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=1e-4)
     model.train()
-    x = (torch.rand(batch_size, 3, 128, 128) * 2 - 1).contiguous(memory_format=torch.channels_last)
-    for step in range(steps + 3):
-        if step == 3:  # warm-up steps (k-means init, oneDNN kernel selection) are not timed
+    x = (torch.rand(batch_size, 3, 128, 128) * 2 - 1).contiguous(memory_format=memory_format)
+    for step in range(steps + warmup):
+        if step == warmup:
             start = time.perf_counter()
         recon, vq = model(x)
         loss = F.mse_loss(recon, x) + vq.loss
@@ -33,6 +40,26 @@ def training_images_per_second(model: VQVAE, batch_size: int, steps: int) -> flo
         loss.backward()
         optimizer.step()
     return steps * batch_size / (time.perf_counter() - start)
+
+
+def time_levers(profile, steps: int) -> None:
+    """The profile's training step as channels_last, as NCHW and compiled, each a fresh model from the same seed."""
+    def fresh(memory_format):
+        torch.manual_seed(0)
+        return VQVAE.from_profile(profile).to(memory_format=memory_format)
+
+    base = training_images_per_second(fresh(torch.channels_last), profile.vqvae.batch_size, steps)
+    print(f"lever channels_last (train_vqvae's): {base:.1f} images/s = 1.00x")
+    nchw = training_images_per_second(fresh(torch.contiguous_format), profile.vqvae.batch_size, steps,
+                                      memory_format=torch.contiguous_format)
+    print(f"lever NCHW: {nchw:.1f} images/s = {nchw / base:.2f}x")
+    began = time.perf_counter()
+    compiled = torch.compile(fresh(torch.channels_last))
+    training_images_per_second(compiled, profile.vqvae.batch_size, 1, warmup=5)  # compiles forward and backward
+    first = time.perf_counter() - began
+    speed = training_images_per_second(compiled, profile.vqvae.batch_size, steps)
+    print(f"lever torch.compile (channels_last): {speed:.1f} images/s = {speed / base:.2f}x, after {first:.1f} s "
+          f"for its first 6 steps (compilation)")
 
 
 @torch.no_grad()
@@ -51,6 +78,7 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--sizes", nargs="*", default=[], help="other (hidden)x(residual blocks) to time, e.g. 96x2")
+    parser.add_argument("--levers", action="store_true", help="also time NCHW and torch.compile against channels_last")
     args = parser.parse_args()
     profile = get_profile(args.profile)
     torch.manual_seed(0)
@@ -69,6 +97,8 @@ def main() -> None:
         speed = training_images_per_second(other, profile.vqvae.batch_size, args.steps)
         print(f"training hidden {hidden}, {blocks} residual blocks: {sum(p.numel() for p in other.parameters()):,} "
               f"parameters, {speed:.1f} images/s = {train / speed:.2f}x the time of the profile's step")
+    if args.levers:
+        time_levers(profile, args.steps)
 
 
 if __name__ == "__main__":
