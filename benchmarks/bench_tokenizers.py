@@ -1,7 +1,8 @@
 """The profile's VQ-VAE beside variants of its bottleneck and loss, each trained for the same steps on the same data.
 
     python benchmarks/bench_tokenizers.py [--profile cpu] [--variants vq fsq perceptual l2 long wide deep ...]
-        [--steps N] [--levels 8 8 8] [--l2-dim 8] [--perceptual-weight 0.1] [--budget 1.8] [--out DIR] [--restart]
+        [--steps N] [--levels 8 8 8] [--l2-dim 8] [--perceptual-weight 0.1] [--budget 1.8] [--seed N] [--out DIR]
+        [--restart]
 
 Variants (the first one named is the baseline of the paired comparisons):
 - `vq`: the profile's VQ-VAE (`vqvae.quantizer = "vq"`), trained with `train_vqvae`;
@@ -114,13 +115,18 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1.8, help="the long variant's steps, times --steps")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
                         help="tokenizers to train/load and compare; the first is the baseline of the paired tests")
-    parser.add_argument("--out", type=Path, default=None, help="default: artifacts/bench-tokenizers/<profile>")
+    parser.add_argument("--seed", type=int, default=None, help="the VQ-VAEs' seed (default: the profile's vqvae.seed)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: artifacts/bench-tokenizers/<profile>, or <profile>-seed<N> with --seed N")
     parser.add_argument("--restart", action="store_true", help="train again even where a finished run is found")
     args = parser.parse_args()
 
     base = get_profile(args.profile)
+    folder_name = base.name
+    if args.seed is not None and args.seed != base.vqvae.seed:  # another seed: every variant trains from it
+        base, folder_name = base.replace(vqvae={"seed": args.seed}), f"{base.name}-seed{args.seed}"
     steps = args.steps or base.vqvae.steps
-    out = args.out or base.artifacts.parent / "bench-tokenizers" / base.name  # next to artifacts/<profile>
+    out = args.out or base.artifacts.parent / "bench-tokenizers" / folder_name  # next to artifacts/<profile>
     levels = tuple(args.levels)
     profiles = {
         "vq": base,
@@ -138,8 +144,8 @@ def main() -> None:
     at_budget = ("long", "l1", "mix", "hot", "blend")
     steps_of = {name: steps for name in VARIANTS} | {name: round(args.budget * steps) for name in at_budget}
     print(f"{describe_machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"profile {base.name!r}, {steps} steps x {base.vqvae.batch_size} images each; FSQ levels {levels}; "
-          f"l2 codes of {args.l2_dim}; perceptual weight {args.perceptual_weight}", flush=True)
+          f"profile {base.name!r}, seed {base.vqvae.seed}, {steps} steps x {base.vqvae.batch_size} images each; "
+          f"FSQ levels {levels}; l2 codes of {args.l2_dim}; perceptual weight {args.perceptual_weight}", flush=True)
 
     train_images = load_images(base, "train")
     val_images, val_attributes = load_images(base, "valid", attributes=True)
@@ -228,7 +234,7 @@ def main() -> None:
 
     grid = torch.cat([from_uint8(val_images[:8])] + [recons[name][:8] for name in args.variants])
     png = save_image_grid(grid, out / "faces.png", nrow=8)
-    (out / "results.json").write_text(json.dumps({"profile": base.name, "steps": steps, "levels": levels,
+    (out / "results.json").write_text(json.dumps({"profile": base.name, "seed": base.vqvae.seed, "steps": steps, "levels": levels,
                                                   "l2_dim": args.l2_dim,
                                                   "perceptual_weight": args.perceptual_weight,
                                                   "validation_faces": len(val_images), "results": results,
