@@ -17,9 +17,10 @@ Variants (the first one named is the baseline of the paired comparisons):
 - the loss and the learning rate at `long`'s steps (issue 16): `l1`, loss = L1 + VQ instead of MSE + VQ; `mix`,
   0.16 x L1 + 0.84 x (1 - SSIM) + VQ (Zhao et al. 2017's mix, with single-scale SSIM); `blend`, MSE + 0.03 x
   (1 - SSIM) + VQ (`structural_step`); `hot`, the profile's loss at 1.5x its learning rate.
-Each but `long` and the last four is trained for the profile's `vqvae.steps` (or `--steps`) into its own folder under
-artifacts/bench-tokenizers/<profile>/ (never the profile's own artifacts; a finished run there is loaded as it is
-unless `--restart`). Then, on every validation face, through the tokens (`encode_indices` -> `decode_indices`):
+`long` and the last four train for `--budget` x the steps, the others for the profile's `vqvae.steps` (or `--steps`),
+each into its own folder under artifacts/bench-tokenizers/<profile>/ (<profile>-seed<N>/ with `--seed N`; never the
+profile's own artifacts; a finished run there is loaded as it is unless `--restart`). Then, on every validation face,
+through the tokens (`encode_indices` -> `decode_indices`):
 
 - PSNR, SSIM, sharpness, codebook usage and perplexity (`facegen.metrics.reconstruction_metrics`), and the PSNR and
   SSIM differences face by face against the baseline (mean with a 95% interval, share of faces where it is better);
@@ -234,8 +235,8 @@ def main() -> None:
 
     grid = torch.cat([from_uint8(val_images[:8])] + [recons[name][:8] for name in args.variants])
     png = save_image_grid(grid, out / "faces.png", nrow=8)
-    (out / "results.json").write_text(json.dumps({"profile": base.name, "seed": base.vqvae.seed, "steps": steps, "levels": levels,
-                                                  "l2_dim": args.l2_dim,
+    (out / "results.json").write_text(json.dumps({"profile": base.name, "seed": base.vqvae.seed, "steps": steps,
+                                                  "levels": levels, "l2_dim": args.l2_dim,
                                                   "perceptual_weight": args.perceptual_weight,
                                                   "validation_faces": len(val_images), "results": results,
                                                   "paired": paired,

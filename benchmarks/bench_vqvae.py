@@ -27,8 +27,7 @@ def training_images_per_second(model: torch.nn.Module, batch_size: int, steps: i
                                memory_format: torch.memory_format = torch.channels_last, warmup: int = 3) -> float:
     """Training images per second of `model` (a VQVAE, or one under torch.compile) over `steps` steps of random
     faces, after `warmup` untimed steps (k-means init, oneDNN kernel selection, compilation)."""
-    parameters = list(model.parameters())
-    optimizer = torch.optim.Adam(parameters, lr=1e-4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     model.train()
     x = (torch.rand(batch_size, 3, 128, 128) * 2 - 1).contiguous(memory_format=memory_format)
     for step in range(steps + warmup):
