@@ -41,19 +41,21 @@ def training_images_per_second(model: torch.nn.Module, batch_size: int, steps: i
     return steps * batch_size / (time.perf_counter() - start)
 
 
+def fresh_model(profile, memory_format: torch.memory_format = torch.channels_last) -> VQVAE:
+    """The profile's VQ-VAE from seed 0, so that every timing in a run starts from the same weights."""
+    torch.manual_seed(0)
+    return VQVAE.from_profile(profile).to(memory_format=memory_format)
+
+
 def time_levers(profile, steps: int) -> None:
     """The profile's training step as channels_last, as NCHW and compiled, each a fresh model from the same seed."""
-    def fresh(memory_format):
-        torch.manual_seed(0)
-        return VQVAE.from_profile(profile).to(memory_format=memory_format)
-
-    base = training_images_per_second(fresh(torch.channels_last), profile.vqvae.batch_size, steps)
+    base = training_images_per_second(fresh_model(profile), profile.vqvae.batch_size, steps)
     print(f"lever channels_last (train_vqvae's): {base:.1f} images/s = 1.00x")
-    nchw = training_images_per_second(fresh(torch.contiguous_format), profile.vqvae.batch_size, steps,
+    nchw = training_images_per_second(fresh_model(profile, torch.contiguous_format), profile.vqvae.batch_size, steps,
                                       memory_format=torch.contiguous_format)
     print(f"lever NCHW: {nchw:.1f} images/s = {nchw / base:.2f}x")
     began = time.perf_counter()
-    compiled = torch.compile(fresh(torch.channels_last))
+    compiled = torch.compile(fresh_model(profile))
     training_images_per_second(compiled, profile.vqvae.batch_size, 1, warmup=5)  # compiles forward and backward
     first = time.perf_counter() - began
     speed = training_images_per_second(compiled, profile.vqvae.batch_size, steps)
@@ -80,8 +82,7 @@ def main() -> None:
     parser.add_argument("--levers", action="store_true", help="also time NCHW and torch.compile against channels_last")
     args = parser.parse_args()
     profile = get_profile(args.profile)
-    torch.manual_seed(0)
-    model = VQVAE.from_profile(profile).to(memory_format=torch.channels_last)
+    model = fresh_model(profile)
     params = sum(p.numel() for p in model.parameters())
     print(f"VQ-VAE of profile {profile.name!r}: {params:,} parameters, {torch.get_num_threads()} threads")
     train = training_images_per_second(model, profile.vqvae.batch_size, args.steps)
@@ -91,8 +92,7 @@ def main() -> None:
     for size in args.sizes:
         hidden, blocks = (int(part) for part in size.split("x"))
         variant = profile.replace(vqvae={"hidden": hidden, "n_res_blocks": blocks})
-        torch.manual_seed(0)
-        other = VQVAE.from_profile(variant).to(memory_format=torch.channels_last)
+        other = fresh_model(variant)
         speed = training_images_per_second(other, profile.vqvae.batch_size, args.steps)
         print(f"training hidden {hidden}, {blocks} residual blocks: {sum(p.numel() for p in other.parameters()):,} "
               f"parameters, {speed:.1f} images/s = {train / speed:.2f}x the time of the profile's step")
