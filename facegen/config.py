@@ -123,6 +123,11 @@ class GPTConfig:
     # a torch.compile backend for training ("inductor" fuses LayerNorm, GELU and dropout into fewer kernels on a GPU;
     # the first steps then compile for a minute), or None for eager PyTorch. Unmeasured on a GPU so far: off.
     compile: str | None = None
+    # The saved model is the exponential moving average of the weights over the last ~1 / (1 - ema_decay) steps
+    # (facegen.train.averaging, with TensorFlow's warm-up, so a short run averages only its own late steps; 0 = the
+    # last step's weights). Measured on cpu, two seeds: 0.99 ends 0.013-0.014 nats/token
+    # below the last step's weights (2.104 -> 2.090, 2.120 -> 2.107); 0.995 and 0.998 gain less.
+    ema_decay: float = 0.99
     val_every: int = 400
     seed: int = 0
 
@@ -270,7 +275,8 @@ PROFILES: dict[str, Profile] = {
         vqvae=VQVAEConfig(embed_dim=64, hidden=128, n_res_blocks=2, steps=20000, batch_size=64, lr=1e-3,
                           val_every=1000),
         gpt=GPTConfig(n_layer=12, n_embd=768, n_head=12, dropout=0.1, lr=2e-4, weight_decay=0.01,
-                      warmup_steps=500, batch_size=40, grad_accum=2, steps=None, epochs=5, val_every=1000),
+                      warmup_steps=500, batch_size=40, grad_accum=2, steps=None, epochs=5, ema_decay=0.999,
+                      val_every=1000),  # ~10,000 steps: the average spans the last ~1,000 (unmeasured on CelebA)
         classifier=ClassifierConfig(width=64, steps=5000, batch_size=128),
         vqgan=VQGANConfig(ch=128, z_channels=256, embed_dim=256, num_res_blocks=2, n_embed=1024, steps=50000,
                           disc_start=10000, batch_size=16, lr=4.5e-6 * 16, crop_size=None, disc_channels=64,

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from facegen import metrics
 from facegen.checkpoint import atomic_folder, atomic_write_json
@@ -40,6 +39,7 @@ from facegen.config import Profile, get_profile
 from facegen.data.transforms import from_uint8
 from facegen.viz import save_image_grid
 from facegen.vqgan_losses import NLayerDiscriminator, generator_loss, r1_penalty
+from facegen.train.averaging import weight_average
 from facegen.train.engine import Engine, cpu_copy
 from facegen.train.batches import step_batches
 from facegen.vqgan_training import discriminator_loss, perceptual_loss_for
@@ -117,7 +117,7 @@ def train_gan_decoder(profile: Profile | None = None, vqvae: VQVAE | None = None
     freeze_tokens(model)
     discriminator = NLayerDiscriminator(ndf=cfg.disc_channels, n_layers=cfg.disc_layers, norm=cfg.disc_norm).to(
         memory_format=torch.channels_last)
-    averaged_decoder = AveragedModel(model.decoder, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+    averaged_decoder = weight_average(model.decoder, cfg.ema_decay, warmup=False)  # starts at the trained one
     optimizer_g = torch.optim.Adam(model.decoder.parameters(), lr=cfg.lr, betas=BETAS)
     optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=BETAS)
     settings = {**asdict(cfg), "base_fingerprint": base_fingerprint, "perceptual": perceptual.name}

@@ -44,6 +44,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from facegen.checkpoint import atomic_folder, atomic_write_json
 from facegen.config import GPTConfig, Profile, get_profile
 from facegen.tokens import Vocabulary, build_hf_tokenizer, vocabulary_from_tokenizer
+from facegen.train.averaging import weight_average
 from facegen.train.engine import Engine
 from facegen.train.schedule import batch_indices, cosine_with_warmup, step_generator, warmup_steps
 
@@ -335,12 +336,13 @@ def position_losses(model: torch.nn.Module, ids: torch.Tensor, vocab: Vocabulary
 
 @dataclass
 class GPTRun:
-    model: GPT2LMHeadModel  # unwrapped (no DDP), on the training device
+    model: GPT2LMHeadModel  # the weights' moving average (`ema_decay`): what is saved; on the training device
     vocab: Vocabulary
     folder: Path
     steps: int  # the run's total optimizer steps
     history: list[dict] = field(default_factory=list)  # per step: step, loss, lr, tokens_per_second
-    validation: list[dict] = field(default_factory=list)  # step, val_loss (nats/token), bits_per_image
+    # step, val_loss (nats/token), bits_per_image of the averaged weights; the last row also last_step_val_loss
+    validation: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     tokens_per_second: float = 0.0  # all 277 positions of every sequence trained on, all processes
     steady_tokens_per_second: float = 0.0  # the same after warm-up (what MFU is measured from)
@@ -397,6 +399,7 @@ def train_gpt(profile: Profile | None = None, splits=None, folder: Path | None =
 
     torch.manual_seed(cfg.seed)
     model = build_gpt(profile, vocab)
+    averaged = weight_average(model, cfg.ema_decay)  # what is validated and saved
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
     sequences_per_step = cfg.batch_size * cfg.grad_accum
     with Engine("GPT", folder, total_steps(cfg, len(train_ids)) if steps is None else steps,
@@ -408,7 +411,8 @@ def train_gpt(profile: Profile | None = None, splits=None, folder: Path | None =
             raise ValueError("train_gpt: pass `steps` explicitly when launched on several processes")
         scheduler = cosine_with_warmup(optimizer, warmup=warmup_steps(engine.total, cfg.warmup_steps),
                                        total=engine.total)
-        model, optimizer, scheduler = engine.prepare(model=model, optimizer=optimizer, scheduler=scheduler)
+        model, optimizer, scheduler, averaged = engine.prepare(model=model, optimizer=optimizer, scheduler=scheduler,
+                                                               averaged=averaged)
         if cfg.compile:
             model = torch.compile(model, backend=cfg.compile)
         model.train()
@@ -418,15 +422,16 @@ def train_gpt(profile: Profile | None = None, splits=None, folder: Path | None =
             lr = optimizer.param_groups[0]["lr"]
             loss = accumulate_gradients(accelerator, model, micro_batches, vocab)
             engine.update(optimizer, scheduler, clip_norm=GRAD_CLIP, parameters=model.parameters())
+            averaged.update_parameters(engine.unwrap(model))
             engine.log(loss=loss, lr=lr)
             if engine.validating:
-                val = validation_loss(model, val_ids, vocab, cfg.batch_size, accelerator)
-                engine.validation.append({"step": engine.done, "val_loss": val,
-                                          "bits_per_image": bits_per_image(val, vocab)})
+                engine.validation.append(_validation_row(engine, model, averaged.module, val_ids, vocab, cfg))
                 if progress and engine.is_main:
-                    tqdm.write(f"step {engine.done}: validation loss {val:.4f} nats per image token "
-                               f"({bits_per_image(val, vocab):,.0f} bits per image)")
-        run = GPTRun(model=engine.unwrap(model), vocab=vocab, folder=folder, steps=engine.total,
+                    tqdm.write(f"step {engine.done}: validation loss {engine.validation[-1]['val_loss']:.4f} nats "
+                               f"per image token ({engine.validation[-1]['bits_per_image']:,.0f} bits per image)")
+        # handed back as an ordinary model (trainable, like one from load_gpt); the average was frozen only while
+        # it followed the training
+        run = GPTRun(model=averaged.module.requires_grad_(True), vocab=vocab, folder=folder, steps=engine.total,
                      history=engine.history, validation=engine.validation, seconds=engine.seconds,
                      tokens_per_second=engine.items_per_second * processes,
                      steady_tokens_per_second=engine.steady_items_per_second * processes,
@@ -435,6 +440,18 @@ def train_gpt(profile: Profile | None = None, splits=None, folder: Path | None =
             save_trained(run, profile, vqvae_fingerprint)
         accelerator.wait_for_everyone()
     return run
+
+
+def _validation_row(engine: Engine, model: torch.nn.Module, averaged: torch.nn.Module, ids: torch.Tensor,
+                    vocab: Vocabulary, cfg: GPTConfig) -> dict:
+    """The validation loss of the averaged weights (what is saved); at the last step also that of the last step's
+    own weights, to show what averaging bought."""
+    with engine.autocast():  # the averaged copy is not wrapped by accelerate: give it the run's precision here
+        val = validation_loss(averaged, ids, vocab, cfg.batch_size, engine.accelerator)
+    row = {"step": engine.done, "val_loss": val, "bits_per_image": bits_per_image(val, vocab)}
+    if engine.done == engine.total:
+        row["last_step_val_loss"] = validation_loss(model, ids, vocab, cfg.batch_size, engine.accelerator)
+    return row
 
 
 # ------------------------------------------------------------------------------------------------ save and load

@@ -452,3 +452,29 @@ def test_a_compiled_model_trains_to_the_same_weights_and_saves_the_plain_model(t
     loaded = gpt.load_gpt(tmp_path / "compiled")
     for key, value in compiled.model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[key], value.cpu()), key
+
+
+def test_the_saved_gpt_is_the_moving_average_of_the_steps_weights(tmp_path):
+    """Each step's own weights (ema_decay 0 saves the last step's, checkpoint by checkpoint), averaged by hand with
+    the warm-up rule, are what a run with ema_decay 0.5 saves; its last validation row also scores the last step."""
+    kwargs = dict(splits=tiny_splits(), vocab=VOCAB, progress=False, vqvae_fingerprint="x")
+    raw_profile = TINY.replace(gpt={"ema_decay": 0.0, "steps": 3, "val_every": 3})
+    steps = []
+    for stop in (1, 2, 3):
+        run = gpt.train_gpt(raw_profile, folder=tmp_path / "raw", stop_after=stop, **kwargs)
+        steps.append({name: value.clone() for name, value in run.model.state_dict().items()})
+    raw = run
+    assert raw.validation[-1]["val_loss"] == raw.validation[-1]["last_step_val_loss"]
+
+    averaged = gpt.train_gpt(raw_profile.replace(gpt={"ema_decay": 0.5}), folder=tmp_path / "avg", **kwargs)
+    d2, d3 = 2 / 11, 3 / 12  # min(0.5, (1 + n) / (10 + n)) at the 1st and 2nd update after the copy
+    for name, first in steps[0].items():
+        expected = d3 * (d2 * first + (1 - d2) * steps[1][name]) + (1 - d3) * steps[2][name]
+        assert torch.allclose(averaged.model.state_dict()[name], expected, atol=1e-6), name
+    assert averaged.model.lm_head.weight is averaged.model.transformer.wte.weight
+    assert all(p.requires_grad for p in averaged.model.parameters())  # an ordinary model, as load_gpt gives
+    last = averaged.validation[-1]
+    assert last["last_step_val_loss"] == pytest.approx(raw.validation[-1]["val_loss"], rel=1e-6)
+    assert last["val_loss"] != pytest.approx(last["last_step_val_loss"], rel=1e-4)
+    assert last["val_loss"] == pytest.approx(gpt.validation_loss(averaged.model, gpt.encode_split(
+        tiny_splits()["valid"], VOCAB), VOCAB), rel=1e-6)
