@@ -1,14 +1,15 @@
 """How wide a GPT for the notebook's training budget: validation loss against training time for GPT shapes.
 
     python benchmarks/bench_gpt_shapes.py [--profile cpu] [--shapes 192/6x1600 128/4x3200 96/4x4000]
-        [--layers N] [--lr LR]
+        [--layers N] [--lr LR] [--ema-decay D]
 
 Each shape WIDTH/HEADSxSTEPS is the profile's GPT (its depth, batch, learning rate, schedule, seed and tokens) with
 `n_embd` WIDTH, `n_head` HEADS, trained for STEPS optimizer steps by `train_gpt` on the profile's saved tokens,
 into artifacts/bench-gpt-shapes/<profile>/<shape> (a finished run there is loaded, not retrained). Prints, per
 shape: parameters, training FLOP per token, the run's seconds and tokens/s, and its validation loss at every
-validation (nats per image token and bits per image, the tokens of notebook 05's validation split). `--layers` and
-`--lr` change the depth and the peak learning rate of every shape in the run (their folders say so).
+validation (nats per image token and bits per image, the tokens of notebook 05's validation split), and the last
+step's own weights beside the saved moving average. `--layers`, `--lr` and `--ema-decay` change the depth, the peak
+learning rate and the weight average of every shape in the run (their folders say so).
 
 The question is the one a fixed budget asks: at the same minutes, does a wider model that takes fewer steps or a
 narrower one that takes more learn more? Run one shape at a time on a quiet machine: seconds are the comparison.
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=["192/6x1600", "128/4x3200", "96/4x4000"])
     parser.add_argument("--layers", type=int, default=None, help="default: the profile's n_layer")
     parser.add_argument("--lr", type=float, default=None, help="default: the profile's lr")
+    parser.add_argument("--ema-decay", type=float, default=None, help="default: the profile's ema_decay")
     parser.add_argument("--out", type=Path, default=None, help="default: artifacts/bench-gpt-shapes/<profile>")
     args = parser.parse_args()
 
@@ -59,6 +61,7 @@ def main() -> None:
     for text in args.shapes:
         extra = {"n_layer": args.layers} if args.layers else {}
         extra |= {"lr": args.lr} if args.lr else {}
+        extra |= {"ema_decay": args.ema_decay} if args.ema_decay is not None else {}
         profile = base.replace(gpt=parse_shape(text) | extra)
         config = gpt_config(profile, vocab)
         folder = out / (text.replace("/", "h") + "".join(f"-{key}{value:g}" for key, value in extra.items()))
@@ -73,6 +76,9 @@ def main() -> None:
         for row in run.validation:
             print(f"  step {row['step']:>5,}: validation {row['val_loss']:.3f} nats/token "
                   f"= {256 * row['val_loss'] / math.log(2):,.0f} bits/image")
+        if "last_step_val_loss" in run.validation[-1]:  # runs since the GPT saves its weights' moving average
+            print(f"  (the saved weights are the moving average, ema_decay {profile.gpt.ema_decay:g}; the last step's "
+                  f"own weights: {run.validation[-1]['last_step_val_loss']:.3f} nats/token)")
 
 
 if __name__ == "__main__":

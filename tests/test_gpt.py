@@ -296,7 +296,8 @@ def test_a_checkpoint_of_other_settings_is_refused_and_restart_starts_over(tmp_p
     with pytest.raises(SettingsChanged) as refused:
         gpt.train_gpt(faster, vqvae_fingerprint="new", **kwargs)
     message = str(refused.value)
-    assert message.startswith(f"{tmp_path / 'checkpoint.pt'} is a GPT checkpoint of other settings (changed: gpt ")
+    assert message.startswith(f"{tmp_path / 'checkpoint.pt'} is a GPT checkpoint of other settings (changed: gpt.lr "
+                              f"{TINY.gpt.lr!r} -> {2 * TINY.gpt.lr!r}, vqvae 'old' -> 'new')")
     assert "vqvae 'old' -> 'new'" in message and "--restart" in message
     fresh = gpt.train_gpt(faster, vqvae_fingerprint="new", resume=False, **kwargs)
     # a new run from the same initial weights: the same first loss, the new learning rate from step 1 on

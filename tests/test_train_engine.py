@@ -73,6 +73,18 @@ def test_a_checkpoint_of_other_settings_is_refused_until_restart(tmp_path):
     assert restarted.start == 0 and len(restarted.history) == 6
 
 
+def test_the_refusal_names_each_changed_setting_inside_its_section(tmp_path):
+    """A trainer's settings nest (the GPT's are {"gpt": {...}, "vocabulary": ..., "vqvae": ...}): a setting added
+    since the checkpoint was written, or changed, is named alone, not with the whole section around it."""
+    from facegen.train.engine import _settings_message
+
+    saved = {"steps": 6, "gpt": {"lr": 0.1, "n_layer": 2}, "vqvae": "a"}
+    current = {"steps": 6, "gpt": {"lr": 0.2, "n_layer": 2, "ema_decay": 0.99}, "vqvae": "a"}
+    message = _settings_message(tmp_path / "checkpoint.pt", saved, current, "GPT")
+    assert "(changed: gpt.ema_decay (unset) -> 0.99, gpt.lr 0.1 -> 0.2); " in message
+    assert "n_layer" not in message and "vqvae" not in message
+
+
 @pytest.mark.parametrize("bad", [0, -5, 2.5, None, True])
 def test_steps_must_be_a_positive_integer(tmp_path, bad):
     with pytest.raises(ValueError, match="line: steps must be an integer >= 1"):

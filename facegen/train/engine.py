@@ -295,15 +295,34 @@ def _check_count(what: str, value, minimum: int) -> None:
         raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
 
 
+def _shown(settings: dict, key: str) -> str:
+    return repr(settings[key]) if key in settings else _UNSET
+
+
 def _short(value: float) -> str:
     return f"{value:.4g}"
+
+
+_UNSET = "(unset)"
+
+
+def _flatten(settings: dict, prefix: str = "") -> dict:
+    """{"gpt": {"lr": 2e-3}} -> {"gpt.lr": 2e-3}: a changed setting is then named alone, not with all its section."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _settings_message(path: Path, saved: dict | None, current: dict, name: str) -> str:
     if not saved:
         what = "it records no settings (an older facegen wrote it)"
     else:
-        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-        what = "changed: " + ", ".join(f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+        saved, current = _flatten(saved), _flatten(current)
+        changed = sorted(k for k in set(saved) | set(current) if saved.get(k, _UNSET) != current.get(k, _UNSET))
+        what = "changed: " + ", ".join(f"{k} {_shown(saved, k)} -> {_shown(current, k)}" for k in changed)
     return (f"{path} is a {name} checkpoint of other settings ({what}); resume with the settings it was made with, "
             "or start over with resume=False (CLI: --restart), which replaces it")
