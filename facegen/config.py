@@ -93,8 +93,9 @@ VQVAE_CONFIGS = {"vq": VQVAEConfig, "fsq": FSQVAEConfig, "l2": L2VQVAEConfig}  #
 @dataclass(frozen=True)
 class GPTConfig:
     # cpu: 0.9M parameters; 3,200 steps x 8 sequences (~5.3 epochs of 4,800 faces) train in 7-8 minutes on 2 cores
-    # to 2.10 nats/token against a unigram baseline of 6.13 (the 4,320-step VQ-VAE's tokens; measured, see
-    # benchmarks/README.md, "How wide a GPT for notebook 05's minutes"). At this budget the model is compute-bound
+    # to 2.09 nats/token (its weights' average; the last step's 2.10) against a unigram baseline of 6.13 (the
+    # 4,320-step VQ-VAE's tokens; measured, see benchmarks/README.md, "How wide a GPT for notebook 05's minutes"
+    # and "Averaging the weights"). At this budget the model is compute-bound
     # (training and validation loss agree), so a narrower model that takes more steps wins: 192 wide, 1,600 steps
     # reached 2.25 in 5.5-5.8 minutes; 128 wide, 3,200 steps 2.10 in 7.0; 96 wide, 4,000 steps 2.14 in 7.5. The same
     # tokens in half as many steps of twice the batch end higher.
