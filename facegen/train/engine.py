@@ -295,10 +295,6 @@ def _check_count(what: str, value, minimum: int) -> None:
         raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
 
 
-def _shown(settings: dict, key: str) -> str:
-    return repr(settings[key]) if key in settings else _UNSET
-
-
 def _short(value: float) -> str:
     return f"{value:.4g}"
 
@@ -315,6 +311,10 @@ def _flatten(settings: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def _shown(settings: dict, key: str) -> str:
+    return repr(settings[key]) if key in settings else _UNSET
 
 
 def _settings_message(path: Path, saved: dict | None, current: dict, name: str) -> str:
