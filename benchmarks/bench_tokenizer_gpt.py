@@ -1,7 +1,7 @@
 """What the GPT achieves on each tokenizer's tokens: the profile's GPT trained on VQ and on FSQ tokens, judged alike.
 
     python benchmarks/bench_tokenizer_gpt.py [--profile cpu] [--quantizers vq fsq] [--requests 500] [--scale 3]
-        [--gpt-seed K]
+        [--gpt-seed K] [--codebook-size K]
 
 For each quantizer the profile's VQ-VAE with that bottleneck (`profile.replace(vqvae={"quantizer": ...})`), the
 dataset tokenized by it and the profile's GPT trained on those tokens are built where missing, exactly as the
@@ -22,6 +22,11 @@ tokenizer:
 tokens, into artifacts/bench-tokenizer-gpt/<profile>/gpt-<quantizer>-seed<K> (loaded if finished), and judges it the
 same way: how much of a difference between tokenizers is the GPT run's luck.
 
+`--codebook-size K` gives the VQ-VAE K codes instead of the profile's number. Its folders are named like the
+profile's (artifacts/<profile>/vqvae, tokens, gpt), so run it with FACEGEN_ARTIFACTS pointing at another root, where
+a VQ-VAE trained with K codes can be copied into <root>/<profile>/vqvae (e.g. from `bench_tokenizers.py`'s
+`codes2048` run) and the classifiers linked; the script refuses to run on the course's own artifacts.
+
 Prints one table per quantizer and a side-by-side of the present-only accuracy; writes results.json and faces.png
 (16 guided samples per quantizer, same requests; results-seed<K>.json and faces-seed<K>.png for another GPT seed)
 under artifacts/bench-tokenizer-gpt/<profile>/.
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -55,10 +61,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--scale", type=float, default=3.0)
     parser.add_argument("--gpt-seed", type=int, default=None, help="train and judge GPTs from this seed instead")
+    parser.add_argument("--codebook-size", type=int, default=None, help="the VQ-VAE's number of codes")
     parser.add_argument("--out", type=Path, default=None, help="default: artifacts/bench-tokenizer-gpt/<profile>")
     args = parser.parse_args()
 
     base = get_profile(args.profile)
+    if args.codebook_size is not None and args.codebook_size != base.vqvae.codebook_size:
+        if "FACEGEN_ARTIFACTS" not in os.environ:
+            raise SystemExit("--codebook-size: set FACEGEN_ARTIFACTS to another root first; the VQ-VAE, tokens and GPT "
+                             f"with {args.codebook_size} codes would otherwise replace the course's in {base.artifacts}")
+        base = base.replace(vqvae={"codebook_size": args.codebook_size})
     out = args.out or base.artifacts.parent / "bench-tokenizer-gpt" / base.name
     print(f"{describe_machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; profile {base.name!r}; "
           f"{args.requests} held-out requests (test split), seed 1, guidance scale {args.scale:g}", flush=True)

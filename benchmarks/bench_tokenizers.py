@@ -16,8 +16,10 @@ Variants (the first one named is the baseline of the paired comparisons):
   hidden 96 instead of 64 (1.8x the step time); `deep`, 8 residual blocks instead of 2 at 16 x 16 (1.6x);
 - the loss and the learning rate at `long`'s steps (issue 16): `l1`, loss = L1 + VQ instead of MSE + VQ; `mix`,
   0.16 x L1 + 0.84 x (1 - SSIM) + VQ (Zhao et al. 2017's mix, with single-scale SSIM); `blend`, MSE + 0.03 x
-  (1 - SSIM) + VQ (`structural_step`); `hot`, the profile's loss at 1.5x its learning rate.
-`long` and the last four train for `--budget` x the steps, the others for the profile's `vqvae.steps` (or `--steps`),
+  (1 - SSIM) + VQ (`structural_step`); `hot`, the profile's loss at 1.5x its learning rate;
+- a larger codebook at `long`'s steps (issue 16): `codes1024` and `codes2048`, `vqvae.codebook_size` 1,024 and 2,048
+  instead of 512 (1.01x and 1.26x the step time, bench_vqvae.py --codebooks).
+`long` and the last six train for `--budget` x the steps, the others for the profile's `vqvae.steps` (or `--steps`),
 each into its own folder under artifacts/bench-tokenizers/<profile>/ (<profile>-seed<N>/ with `--seed N`; never the
 profile's own artifacts; a finished run there is loaded as it is unless `--restart`). Then, on every validation face,
 through the tokens (`encode_indices` -> `decode_indices`):
@@ -58,7 +60,8 @@ from facegen.viz import save_image_grid
 from facegen.vqvae import VQVAE
 from facegen.vqvae_training import MODEL_DIR, load_vqvae, train_vqvae, train_vqvae_perceptual
 
-VARIANTS = ("vq", "fsq", "perceptual", "l2", "long", "wide", "deep", "l1", "mix", "hot", "blend")
+VARIANTS = ("vq", "fsq", "perceptual", "l2", "long", "wide", "deep", "l1", "mix", "hot", "blend", "codes1024",
+            "codes2048")
 FOCUS = ("Smiling", "Mouth_Slightly_Open")  # what the tokens blur and the GPT learns last (benchmarks/README.md)
 
 
@@ -141,8 +144,10 @@ def main() -> None:
         "mix": base,
         "hot": base.replace(vqvae={"lr": 1.5 * base.vqvae.lr}),
         "blend": base,
+        "codes1024": base.replace(vqvae={"codebook_size": 1024}),
+        "codes2048": base.replace(vqvae={"codebook_size": 2048}),
     }
-    at_budget = ("long", "l1", "mix", "hot", "blend")
+    at_budget = ("long", "l1", "mix", "hot", "blend", "codes1024", "codes2048")
     steps_of = {name: steps for name in VARIANTS} | {name: round(args.budget * steps) for name in at_budget}
     print(f"{describe_machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"profile {base.name!r}, seed {base.vqvae.seed}, {steps} steps x {base.vqvae.batch_size} images each; "

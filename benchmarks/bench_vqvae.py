@@ -1,11 +1,14 @@
 """VQ-VAE speed on this machine for a profile's model: training images/s and encoding images/s.
 
-    python benchmarks/bench_vqvae.py [--profile cpu] [--steps 30] [--sizes 64x2 96x2 64x4] [--levers]
+    python benchmarks/bench_vqvae.py [--profile cpu] [--steps 30] [--sizes 64x2 96x2 64x4] [--codebooks 1024]
+        [--levers]
 
 Training runs the real `train_vqvae` step (channels_last, batch size from the profile) on random images; encoding
 runs `encode_indices` in batches of 256 (the batch size tokenization uses). Prints one line per figure.
 `--sizes HIDDENxRESBLOCKS ...` times the training step of the profile's model at other widths and depths too, in one
 run, each as a ratio to the profile's own: what a wider or deeper VQ-VAE costs in the notebook's time budget.
+`--codebooks K ...` does the same for the profile's model with K codes instead of its own number (a larger
+codebook makes every step search more codes).
 `--levers` times the profile's step in one run three ways, as ratios to the first: channels_last (what
 `train_vqvae` uses), contiguous NCHW, and channels_last with the model under `torch.compile` (its first steps,
 where it compiles, are reported apart and not timed).
@@ -79,6 +82,7 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--sizes", nargs="*", default=[], help="other (hidden)x(residual blocks) to time, e.g. 96x2")
+    parser.add_argument("--codebooks", nargs="*", type=int, default=[], help="other codebook sizes to time")
     parser.add_argument("--levers", action="store_true", help="also time NCHW and torch.compile against channels_last")
     args = parser.parse_args()
     profile = get_profile(args.profile)
@@ -89,12 +93,16 @@ def main() -> None:
     print(f"training: {train:.1f} images/s (batch {profile.vqvae.batch_size}, 128 px, fp32)")
     encode = encoding_images_per_second(model)
     print(f"encoding: {encode:.1f} images/s (batch 256) -> CelebA's 202,599 images in {202_599 / encode / 60:.1f} min")
+    variants = {}
     for size in args.sizes:
         hidden, blocks = (int(part) for part in size.split("x"))
-        variant = profile.replace(vqvae={"hidden": hidden, "n_res_blocks": blocks})
-        other = fresh_model(variant)
+        variants[f"hidden {hidden}, {blocks} residual blocks"] = {"hidden": hidden, "n_res_blocks": blocks}
+    for codes in args.codebooks:
+        variants[f"{codes} codes"] = {"codebook_size": codes}
+    for name, change in variants.items():
+        other = fresh_model(profile.replace(vqvae=change))
         speed = training_images_per_second(other, profile.vqvae.batch_size, args.steps)
-        print(f"training hidden {hidden}, {blocks} residual blocks: {sum(p.numel() for p in other.parameters()):,} "
+        print(f"training {name}: {sum(p.numel() for p in other.parameters()):,} "
               f"parameters, {speed:.1f} images/s = {train / speed:.2f}x the time of the profile's step")
     if args.levers:
         time_levers(profile, args.steps)
