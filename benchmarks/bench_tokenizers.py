@@ -18,8 +18,9 @@ Variants (the first one named is the baseline of the paired comparisons):
   0.16 x L1 + 0.84 x (1 - SSIM) + VQ (Zhao et al. 2017's mix, with single-scale SSIM); `blend`, MSE + 0.03 x
   (1 - SSIM) + VQ (`structural_step`); `hot`, the profile's loss at 1.5x its learning rate;
 - a larger codebook at `long`'s steps (issue 16): `codes1024` and `codes2048`, `vqvae.codebook_size` 1,024 and 2,048
-  instead of 512 (1.01x and 1.26x the step time, bench_vqvae.py --codebooks).
-`long` and the last six train for `--budget` x the steps, the others for the profile's `vqvae.steps` (or `--steps`),
+  instead of 512 (1.01x and 1.26x the step time, bench_vqvae.py --codebooks);
+- an edge term at `long`'s steps (issue 16): `edges`, MSE + 0.1 x `image_gradient_l1` + VQ (`structural_step`).
+`long` and the last seven train for `--budget` x the steps, the others for the profile's `vqvae.steps` (or `--steps`),
 each into its own folder under artifacts/bench-tokenizers/<profile>/ (<profile>-seed<N>/ with `--seed N`; never the
 profile's own artifacts; a finished run there is loaded as it is unless `--restart`). Then, on every validation face,
 through the tokens (`encode_indices` -> `decode_indices`):
