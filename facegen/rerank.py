@@ -65,7 +65,8 @@ def sample_best_of(model, vocab: Vocabulary, vqvae, ranker: torch.nn.Module, req
     if candidates < 1:
         raise ValueError(f"sample_best_of: candidates must be >= 1, got {candidates}")
     if not requests:
-        raise ValueError("sample_best_of: pass at least one request (a dict of attributes; {} for an unconditional face)")
+        raise ValueError("sample_best_of: pass at least one request (a dict of attributes; {} for an unconditional "
+                         "face)")
     if first is not None and (first.ndim != 4 or len(first) != len(requests)):
         raise ValueError(f"sample_best_of: first must be round 0's faces, ({len(requests)}, 3, H, W) for "
                          f"{len(requests)} requests; got shape {tuple(first.shape)}")

@@ -30,7 +30,8 @@ def test_request_log_likelihood_by_hand():
 
 
 def test_request_log_likelihood_prefers_the_image_that_agrees_with_the_request():
-    """Invariant: flipping the sign of the logit of an attribute asked present lowers the score; of one unset, nothing."""
+    """Invariant: flipping the sign of the logit of an attribute asked present lowers the score; flipping that of an
+    unset one changes nothing."""
     logits = torch.tensor([[1.5, 0.2, -0.7]])
     request = [{"Eyeglasses": 1, "Smiling": 0}]
     base = request_log_likelihood(logits, request, NAMES)
