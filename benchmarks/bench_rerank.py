@@ -19,11 +19,12 @@ import time
 
 import torch
 
+from held_out import held_out_set
+
 from facegen import metrics
-from facegen.attributes import requests_from_rows
 from facegen.config import get_profile
 from facegen.course import describe_machine
-from facegen.pipeline import ensure_classifier, ensure_gpt, ensure_judge_classifier, ensure_vqvae, load_images
+from facegen.pipeline import ensure_classifier, ensure_gpt, ensure_vqvae
 from facegen.rerank import request_log_likelihood
 from facegen.sampling import sample_faces
 
@@ -39,15 +40,10 @@ def main() -> None:
     print(f"{describe_machine()}, {torch.get_num_threads()} threads; profile {profile.name!r}; {args.requests} "
           f"held-out requests, s = {args.scale:g}, {args.candidates} candidates each", flush=True)
 
-    judge, ranker = ensure_judge_classifier(profile, device="cpu"), ensure_classifier(profile, device="cpu")
-    test_images, test_attributes = load_images(profile, "test", attributes=True)
-    train_images = load_images(profile, "train")
     n = args.requests
-    requests = requests_from_rows(test_attributes[:n])
-    targets = torch.stack([torch.tensor([r[name] for name in judge.attributes]) for r in requests])
-    test_features = metrics.classifier_outputs(judge, test_images[:n], features=True)
-    floor = metrics.frechet_with_interval(test_features,
-                                          metrics.classifier_outputs(judge, train_images[:n], features=True))
+    held_out, ranker = held_out_set(profile, n), ensure_classifier(profile, device="cpu")
+    judge, requests, targets = held_out.judge, held_out.requests, held_out.targets
+    test_features, floor = held_out.test_features, held_out.floor
     loaded, vqvae = ensure_gpt(profile, device="cpu"), ensure_vqvae(profile, device="cpu")
 
     rounds, scores = [], []

@@ -42,14 +42,14 @@ import time
 from pathlib import Path
 
 import torch
+from held_out import held_out_set
 
 from facegen import metrics
-from facegen.attributes import requests_from_rows
 from facegen.config import get_profile
 from facegen.course import describe_machine
 from facegen.data.transforms import from_uint8
 from facegen.gpt import MODEL_DIR, gpt_folder, load_gpt, train_gpt
-from facegen.pipeline import ensure_gpt, ensure_judge_classifier, ensure_tokens, ensure_vqvae, load_images
+from facegen.pipeline import ensure_gpt, ensure_tokens, ensure_vqvae
 from facegen.sampling import sample_faces
 from facegen.viz import save_image_grid
 
@@ -75,15 +75,10 @@ def main() -> None:
     print(f"{describe_machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; profile {base.name!r}; "
           f"{args.requests} held-out requests (test split), seed 1, guidance scale {args.scale:g}", flush=True)
 
-    judge = ensure_judge_classifier(base, device="cpu")
-    test_images, test_attributes = load_images(base, "test", attributes=True)
-    train_images = load_images(base, "train")
     n = args.requests
-    requests = requests_from_rows(test_attributes[:n])
-    targets = torch.stack([torch.tensor([r[name] for name in judge.attributes]) for r in requests])
-    test_features = metrics.classifier_outputs(judge, test_images[:n], features=True)
-    floor = metrics.frechet_with_interval(test_features,
-                                          metrics.classifier_outputs(judge, train_images[:n], features=True))
+    held_out = held_out_set(base, n)
+    judge, test_images, requests, targets = held_out.judge, held_out.test_images, held_out.requests, held_out.targets
+    test_features, floor = held_out.test_features, held_out.floor
     real = metrics.accuracy_report(metrics.classifier_outputs(judge, test_images[:n]) > 0, targets, judge.attributes)
     print(f"judge on the real test faces: {real['mean'][0]:.1%} of all asked, {real['present_mean'][0]:.1%} of those "
           f"present; Frechet floor (test vs train, judge features) {floor[0]:.1f} "

@@ -1,7 +1,10 @@
-"""Shared fixtures: a tiny dataset written in CelebA's folder layout, quirks of the real files included."""
+"""Shared fixtures: a tiny dataset written in CelebA's folder layout, quirks of the real files included; the
+benchmark scripts as importable modules."""
 
 from __future__ import annotations
 
+import importlib
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -54,6 +57,22 @@ def make_celeba(tmp_path):
 def celeba_shared(tmp_path_factory) -> SimpleNamespace:
     """Like `celeba`, written once per test module: for tests that only read it."""
     return write_celeba(tmp_path_factory.mktemp("shared") / "celeba")
+
+
+@pytest.fixture(scope="session")
+def import_benchmark():
+    """`import_benchmark("bench_tokenizers")` -> benchmarks/bench_tokenizers.py as a module. benchmarks/ is not a
+    package: its scripts import their shared helpers (held_out.py) by name, so it is on sys.path while they load."""
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+
+    def load(name: str):
+        sys.path.insert(0, folder)
+        try:
+            return importlib.import_module(name)
+        finally:
+            sys.path.remove(folder)
+
+    return load
 
 
 @pytest.fixture(autouse=True)

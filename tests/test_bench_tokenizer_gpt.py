@@ -5,23 +5,15 @@ replace the notebooks' models."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 
 from facegen.config import get_profile
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import bench_tokenizer_gpt
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return bench_tokenizer_gpt
+def bench(import_benchmark):
+    return import_benchmark("bench_tokenizer_gpt")
 
 
 def test_another_codebook_size_is_refused_on_the_default_artifacts_root(bench, monkeypatch):
@@ -34,14 +26,14 @@ def test_another_codebook_size_is_refused_on_the_default_artifacts_root(bench, m
 
 def test_the_profile_s_own_codebook_size_needs_no_other_root(bench, monkeypatch):
     """Refusing the profile's own size too would stop the default run: the check must come from the size, not the flag.
-    The run is stopped right after the check, where it first loads a model."""
+    The run is stopped right after the check, where it first loads data."""
     monkeypatch.delenv("FACEGEN_ARTIFACTS", raising=False)
     monkeypatch.setattr(sys, "argv", ["bench_tokenizer_gpt.py", "--profile", "ci", "--codebook-size", "512"])
 
     def stop(*args, **kwargs):
         raise RuntimeError("past the check")
 
-    monkeypatch.setattr(bench, "ensure_judge_classifier", stop)
+    monkeypatch.setattr(bench, "held_out_set", stop)
     assert get_profile("ci").vqvae.codebook_size == 512
     with pytest.raises(RuntimeError, match="past the check"):
         bench.main()

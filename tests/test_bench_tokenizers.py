@@ -1,10 +1,8 @@
-"""benchmarks/bench_tokenizers.py's loss variants (issue 16): `structural_step` is the loss its `l1`, `mix` and `blend`
-tokenizers were trained with, so the numbers in benchmarks/README.md are only what they say if it computes that sum."""
+"""benchmarks/bench_tokenizers.py's loss variants (issue 16): `structural_step` is the loss its `l1`, `mix`, `blend` and
+`edges` tokenizers were trained with, so the numbers in benchmarks/README.md are only what they say if it computes that
+sum."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,17 +11,10 @@ import torch.nn.functional as F
 from facegen import metrics
 from facegen.vqvae import VQVAE
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import bench_tokenizers
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return bench_tokenizers
+def bench(import_benchmark):
+    return import_benchmark("bench_tokenizers")
 
 
 @pytest.fixture
