@@ -245,6 +245,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     except ValueError as error:
         option = str(error).split(" ", 1)[0].replace("_scale", "").replace("_", "-")
         raise ValueError(f"--{option}: {error}") from None
+    if args.best_of > 1 and not any(value in (0, 1) for value in attributes.values()):
+        raise ValueError(f"--best-of {args.best_of}: needs at least one --attr NAME=0 or NAME=1; without a request "
+                         "there is nothing to rank the faces by")
     _check_writable(Path(args.out))
 
     from facegen.config import get_profile
@@ -256,17 +259,26 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     profile = get_profile(args.profile)
     gpt = ensure_gpt(profile)
     vqvae = ensure_vqvae(profile)
+    settings = dict(guidance_scale=args.guidance, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                    seed=args.seed, progress=True)
     began = time.perf_counter()
-    faces = sample_faces(gpt.model, gpt.vocab, vqvae, args.n, attributes, guidance_scale=args.guidance,
-                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                         progress=True)
+    if args.best_of > 1:  # notebook 06, "Best of k": the attribute classifier picks one of k faces per request
+        from facegen.pipeline import ensure_classifier
+        from facegen.rerank import sample_best_of
+
+        ranker = ensure_classifier(profile)
+        faces = sample_best_of(gpt.model, gpt.vocab, vqvae, ranker, [attributes] * args.n, candidates=args.best_of,
+                               **settings).faces
+    else:
+        faces = sample_faces(gpt.model, gpt.vocab, vqvae, args.n, attributes, **settings)
     seconds = time.perf_counter() - began
     out = Path(args.out)
     with atomic_file(out) as f:  # a unique temporary name; a full disk is one error and leaves nothing
         image_grid(faces, nrow=math.ceil(math.sqrt(args.n))).save(f, format="PNG")
     asked = ", ".join(f"{name}={value}" for name, value in attributes.items()) or "nothing (unconditional)"
-    print(f"{args.n} faces asked for {asked} (guidance {args.guidance:g}, seed {args.seed}) in {seconds:.1f} s "
-          f"-> {out}")
+    ranked = f", best of {args.best_of} by the attribute classifier" if args.best_of > 1 else ""
+    print(f"{args.n} faces asked for {asked} (guidance {args.guidance:g}, seed {args.seed}{ranked}) in "
+          f"{seconds:.1f} s -> {out}")
     return 0
 
 
@@ -349,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--top-k", type=int, default=None, help="sample among the k most likely codes")
     sample.add_argument("--top-p", type=float, default=None, help="sample among the codes holding probability p")
     sample.add_argument("--seed", type=_int_at_least(0), default=0)
+    sample.add_argument("--best-of", type=_int_at_least(1), default=1, metavar="K",
+                        help="draw K faces per face shown and keep the one the attribute classifier finds closest to "
+                             "the --attr request (K times the sampling; loads, or first trains, the classifier)")
     sample.add_argument("--out", required=True, help="PNG file to write (atomically)")
     sample.set_defaults(func=_cmd_sample)
 

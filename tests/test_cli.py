@@ -71,6 +71,61 @@ def test_sample_writes_the_grid_of_sample_faces(tmp_path, monkeypatch, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]  # no temporary file left
 
 
+def test_sample_best_of_writes_the_ranked_faces(tmp_path, monkeypatch, capsys):
+    """--best-of K: the grid is exactly `sample_best_of`'s choice under the profile's classifier, same settings."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from facegen import pipeline
+    from facegen.attributes import CONDITIONING_ATTRIBUTES
+    from facegen.gpt import LoadedGPT
+    from facegen.rerank import sample_best_of
+    from facegen.tokens import Vocabulary
+    from facegen.viz import image_grid
+    from facegen.vqvae import VQVAE
+    from test_sampling import tiny_gpt
+
+    vocab = Vocabulary(512)
+    gpt, vqvae = tiny_gpt(vocab), VQVAE(codebook_size=512, embed_dim=4, hidden=8, n_res_blocks=1).eval()
+
+    class BrightnessRanker(torch.nn.Module):  # every attribute's logit: 10 x the face's mean pixel
+        attributes = CONDITIONING_ATTRIBUTES
+
+        def __init__(self):
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            return (10 * x.mean(dim=(1, 2, 3)) + self.anchor)[:, None].expand(-1, len(self.attributes))
+
+    ranker = BrightnessRanker()
+    monkeypatch.setattr(pipeline, "ensure_gpt", lambda profile: LoadedGPT(gpt, None, vocab, {}))
+    monkeypatch.setattr(pipeline, "ensure_vqvae", lambda profile: vqvae)
+    monkeypatch.setattr(pipeline, "ensure_classifier", lambda profile: ranker)
+    out = tmp_path / "best.png"
+    assert main(["sample", "--profile", "ci", "--attr", "Smiling=1", "--attr", "Bald=?", "--n", "4",
+                 "--guidance", "2.0", "--seed", "3", "--best-of", "3", "--out", str(out)]) == 0
+    assert "best of 3 by the attribute classifier" in capsys.readouterr().out
+    expected = sample_best_of(gpt, vocab, vqvae, ranker, [{"Smiling": 1, "Bald": "?"}] * 4, candidates=3, seed=3,
+                              guidance_scale=2.0)
+    assert not torch.equal(expected.faces, expected.first)  # the ranking did choose other rounds here
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(image_grid(expected.faces, nrow=2)))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--best-of", "2"], "--best-of 2: needs at least one --attr NAME=0 or NAME=1"),
+    (["--best-of", "2", "--attr", "Smiling=?"], "--best-of 2: needs at least one --attr NAME=0 or NAME=1"),
+])
+def test_sample_best_of_refuses_a_request_with_nothing_to_rank_before_loading_anything(tmp_path, monkeypatch, capsys,
+                                                                                       argv, message):
+    from facegen import pipeline
+
+    monkeypatch.setattr(pipeline, "ensure_gpt", lambda profile: pytest.fail("must not load or train the GPT"))
+    assert main(["sample", "--profile", "ci", *argv, "--out", str(tmp_path / "g.png")]) == 2
+    assert capsys.readouterr().err.startswith(f"facegen: error: {message}")
+
+
 def test_sample_refuses_a_bad_attribute_before_loading_anything(tmp_path, monkeypatch, capsys):
     from facegen import pipeline
 

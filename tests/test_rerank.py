@@ -11,7 +11,7 @@ from torch import nn
 
 from facegen import rerank
 from facegen.rerank import request_log_likelihood, sample_best_of
-from tests.test_sampling import VOCAB, tiny_gpt
+from test_sampling import VOCAB, tiny_gpt
 
 NAMES = ("Eyeglasses", "Smiling", "Young")
 
