@@ -71,20 +71,19 @@ def sample_best_of(model, vocab: Vocabulary, vqvae, ranker: torch.nn.Module, req
         raise ValueError(f"sample_best_of: first must be round 0's faces, ({len(requests)}, 3, H, W) for "
                          f"{len(requests)} requests; got shape {tuple(first.shape)}")
     names = list(ranker.attributes)
-    given, best, best_score = first, None, None
-    scores = []
+    scores, best, best_score = [], None, None
     for round_ in range(candidates):
-        if round_ == 0 and given is not None:
-            faces = given
+        if round_ == 0 and first is not None:
+            faces = first
         else:
             faces = sample_faces(model, vocab, vqvae, len(requests), list(requests), seed=seed + round_,
                                  **sample_kwargs)
         score = request_log_likelihood(metrics.classifier_outputs(ranker, faces), requests, names)
         scores.append(score)
-        if best is None:
-            best, first, best_score = faces.clone(), faces, score.clone()
-            continue
-        better = score > best_score
-        best[better], best_score[better] = faces[better], score[better]
+        if round_ == 0:
+            first, best, best_score = faces, faces.clone(), score.clone()
+        else:
+            better = score > best_score
+            best[better], best_score[better] = faces[better], score[better]
     scores = torch.stack(scores, dim=1)
     return BestOf(faces=best, first=first, scores=scores, chosen=scores.argmax(dim=1))

@@ -84,22 +84,12 @@ def test_sample_best_of_writes_the_ranked_faces(tmp_path, monkeypatch, capsys):
     from facegen.tokens import Vocabulary
     from facegen.viz import image_grid
     from facegen.vqvae import VQVAE
+    from test_rerank import BrightnessRanker
     from test_sampling import tiny_gpt
 
     vocab = Vocabulary(512)
     gpt, vqvae = tiny_gpt(vocab), VQVAE(codebook_size=512, embed_dim=4, hidden=8, n_res_blocks=1).eval()
-
-    class BrightnessRanker(torch.nn.Module):  # every attribute's logit: 10 x the face's mean pixel
-        attributes = CONDITIONING_ATTRIBUTES
-
-        def __init__(self):
-            super().__init__()
-            self.anchor = torch.nn.Parameter(torch.zeros(()))
-
-        def forward(self, x):
-            return (10 * x.mean(dim=(1, 2, 3)) + self.anchor)[:, None].expand(-1, len(self.attributes))
-
-    ranker = BrightnessRanker()
+    ranker = BrightnessRanker(CONDITIONING_ATTRIBUTES)
     monkeypatch.setattr(pipeline, "ensure_gpt", lambda profile: LoadedGPT(gpt, None, vocab, {}))
     monkeypatch.setattr(pipeline, "ensure_vqvae", lambda profile: vqvae)
     monkeypatch.setattr(pipeline, "ensure_classifier", lambda profile: ranker)

@@ -51,17 +51,16 @@ def test_request_log_likelihood_refuses_what_it_cannot_score(requests, logits_sh
 
 
 class BrightnessRanker(nn.Module):
-    """A stand-in classifier with one attribute, "Smiling", whose logit is 10 x the image's mean pixel: asked
-    present, the brightest candidate wins; asked absent, the darkest."""
+    """A stand-in classifier whose every attribute's logit is 10 x the image's mean pixel: asked present, the
+    brightest candidate wins; asked absent, the darkest. One attribute, "Smiling", unless told otherwise."""
 
-    attributes = ["Smiling"]
-
-    def __init__(self):
+    def __init__(self, attributes=("Smiling",)):
         super().__init__()
+        self.attributes = list(attributes)
         self.anchor = nn.Parameter(torch.zeros(()))  # classifier_outputs finds the device through the parameters
 
     def forward(self, x):
-        return 10 * x.mean(dim=(1, 2, 3))[:, None] + self.anchor
+        return (10 * x.mean(dim=(1, 2, 3)) + self.anchor)[:, None].expand(-1, len(self.attributes))
 
 
 def fake_sample_faces(calls):
