@@ -11,6 +11,7 @@ formats and shapes give identical output in both.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -290,6 +291,47 @@ PROFILES: dict[str, Profile] = {
         psnr_floor=24.0,
     ),
 }
+
+
+# Settings that change how a run goes, not what it learns: a model trained with other values of these is the same.
+RUN_ONLY_SETTINGS = ("val_every", "compile")
+
+
+def training_recipe(section) -> dict:
+    """What decides the weights a run of this profile section (`VQVAEConfig`, `GPTConfig`, ...) learns, as the JSON
+    values it reads back as: every setting but RUN_ONLY_SETTINGS, plus the quantizer of the VQ-VAE family (a class
+    attribute). Saved beside a trained model, so that facegen.pipeline can tell a model the profile would no longer
+    train from a current one."""
+    recipe = {key: value for key, value in dataclasses.asdict(section).items() if key not in RUN_ONLY_SETTINGS}
+    if hasattr(section, "quantizer"):
+        recipe["quantizer"] = section.quantizer
+    return json.loads(json.dumps(recipe))  # tuples -> lists, as the saved copy reads back
+
+
+_UNSET = "(unset)"
+
+
+def _flatten(settings: dict, prefix: str = "") -> dict:
+    """{"gpt": {"lr": 2e-3}} -> {"gpt.lr": 2e-3}: a changed setting is then named alone, not with all its section."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def changed_settings(saved: dict, current: dict) -> str:
+    """The settings that differ, one by one, nested keys dotted: "gpt.lr 0.002 -> 0.003, steps 1600 -> (unset)";
+    "" when none do."""
+    saved, current = _flatten(saved), _flatten(current)
+    changed = sorted(key for key in set(saved) | set(current) if saved.get(key, _UNSET) != current.get(key, _UNSET))
+
+    def shown(settings: dict, key: str) -> str:
+        return repr(settings[key]) if key in settings else _UNSET
+
+    return ", ".join(f"{key} {shown(saved, key)} -> {shown(current, key)}" for key in changed)
 
 
 def cuda_available() -> bool:

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from facegen.checkpoint import atomic_folder, atomic_write_json
-from facegen.config import GPTConfig, Profile, get_profile
+from facegen.config import GPTConfig, Profile, get_profile, training_recipe
 from facegen.tokens import Vocabulary, build_hf_tokenizer, vocabulary_from_tokenizer
 from facegen.train.averaging import weight_average
 from facegen.train.engine import Engine
@@ -481,6 +481,7 @@ def save_trained(run: GPTRun, profile: Profile, vqvae_fingerprint: str | None) -
         "profile": profile.name,
         "vqvae": {"fingerprint": vqvae_fingerprint, "folder": str(vqvae_folder(profile))},
         "vocabulary": _vocab_dict(run.vocab),
+        "recipe": training_recipe(profile.gpt),  # what ensure_gpt compares with the profile's current settings
         "parameters": sum(p.numel() for p in run.model.parameters()),
         "steps": run.steps,
         "seconds": run.seconds,

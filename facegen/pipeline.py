@@ -5,14 +5,16 @@ and why, and shows a progress bar while it works. Each returns its model on `dev
 (`Profile.device`: cuda when a GPU is visible, else cpu), so every later stage (tokenizing, sampling, judging) runs
 there too. A helper only ever builds what is missing: a trained model that no longer fits (stale, unreadable) is
 never replaced behind the user's back; it raises an error naming the folder and the command that retrains it
-(`facegen train-... --restart`). While it trains, it holds the artifact folder's lock (`checkpoint.artifact_lock`).
+(`facegen train-... --restart`). Stale includes trained with settings the profile no longer has (a course
+update that changed them): the VQ-VAE and the GPT record theirs (`config.training_recipe`); the error names each.
+While it trains, a helper holds the artifact folder's lock (`checkpoint.artifact_lock`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from facegen.config import Profile, get_profile
+from facegen.config import Profile, changed_settings, get_profile, training_recipe
 from facegen.data.images import ensure_synthfaces, load_images, synthfaces_complete  # noqa: F401 (re-exported)
 from facegen.errors import ArtifactError
 from facegen.notes import note as _note
@@ -21,9 +23,10 @@ BUILDING = "none there yet; built once"  # why a helper builds: the same words i
 
 
 def ensure_vqvae(profile: Profile | None = None, progress: bool = True, device: str | None = None):
-    """The profile's trained VQ-VAE (eval mode), training it first when `artifacts/<profile>/vqvae/model` is missing."""
+    """The profile's trained VQ-VAE (eval mode), training it first when `artifacts/<profile>/vqvae/model` is missing.
+    One trained with other settings (its recorded recipe), or whose record is unreadable, is an `ArtifactError`."""
     from facegen.checkpoint import artifact_lock
-    from facegen.vqvae_training import MODEL_DIR, load_vqvae, train_vqvae, vqvae_folder
+    from facegen.vqvae_training import MODEL_DIR, load_vqvae, saved_recipe, train_vqvae, vqvae_folder
 
     profile = profile or get_profile()
     folder = vqvae_folder(profile)
@@ -31,7 +34,31 @@ def ensure_vqvae(profile: Profile | None = None, progress: bool = True, device: 
         with artifact_lock(folder, "the VQ-VAE"):
             _note(f"training the {profile.name!r} VQ-VAE into {folder} ({BUILDING})")
             train_vqvae(profile, progress=progress)
+    if profile.vqvae.quantizer == "vq":
+        how = f"`facegen train-vqvae --restart --profile {profile.name}`"
+    else:  # the CLI trains the profile's own VQ-VAE only
+        how = "`facegen.vqvae_training.train_vqvae(profile, resume=False)` with this profile"
+    try:
+        recipe = saved_recipe(folder)
+    except ValueError as error:
+        raise ArtifactError(f"{error}; {_retrain(how)}") from None
+    refuse_other_recipe(recipe, profile.vqvae, f"the VQ-VAE in {folder / MODEL_DIR}", how, profile.name)
     return load_vqvae(folder, device=device or profile.device)
+
+
+def _retrain(how: str) -> str:
+    return (f"facegen does not replace a trained model by itself: retrain it with {how}, or restore the folder from "
+            "a backup")
+
+
+def refuse_other_recipe(recipe: dict | None, section, what: str, how: str, profile_name: str) -> None:
+    """An ArtifactError naming each setting that differs when the model (`what`) was trained with a `recipe` other
+    than the one the profile's `section` now gives (`how` retrains it); a model saved before facegen recorded
+    recipes (None) is not checked."""
+    changes = None if recipe is None else changed_settings(recipe, training_recipe(section))
+    if changes:
+        raise ArtifactError(f"{what} was trained with settings the {profile_name!r} profile no longer has (trained -> "
+                            f"now: {changes}); {_retrain(how)}")
 
 
 def ensure_tokens(profile: Profile | None = None, progress: bool = True, device: str | None = None):
@@ -49,7 +76,8 @@ def ensure_tokens(profile: Profile | None = None, progress: bool = True, device:
 def ensure_gpt(profile: Profile | None = None, progress: bool = True, device: str | None = None):
     """The profile's trained GPT as `(model, tokenizer, vocab, metadata)` (a `facegen.gpt.LoadedGPT`), training it
     first when there is none (`artifacts/<profile>/gpt/model` missing). One that was trained on another VQ-VAE's
-    tokens, or cannot be read, is not replaced: an `ArtifactError` names it and the command that retrains it."""
+    tokens or with other settings, or cannot be read, is not replaced: an `ArtifactError` names it and the command
+    that retrains it."""
     from facegen.checkpoint import artifact_lock
     from facegen.gpt import MODEL_DIR, check_gpt_matches_vqvae, gpt_folder, load_gpt, train_gpt
     from facegen.tokenize_dataset import read_token_info, tokens_folder
@@ -66,12 +94,13 @@ def ensure_gpt(profile: Profile | None = None, progress: bool = True, device: st
     try:
         loaded = load_gpt(folder, device=device or profile.device)
     except (OSError, ValueError) as error:
-        raise ArtifactError(f"{error}; facegen does not replace a trained GPT by itself: retrain it with {retrain}, "
-                            f"or restore the folder from a backup") from None
+        raise ArtifactError(f"{error}; {_retrain(retrain)}") from None
     try:
         check_gpt_matches_vqvae(loaded.metadata, vqvae)
     except ValueError as error:
         raise ArtifactError(f"the GPT in {folder / MODEL_DIR}: {error}") from None
+    refuse_other_recipe(loaded.metadata.get("recipe"), profile.gpt, f"the GPT in {folder / MODEL_DIR}", retrain,
+                        profile.name)
     return loaded
 
 

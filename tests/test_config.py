@@ -1,3 +1,6 @@
+import dataclasses
+import json
+
 import pytest
 
 from facegen import config
@@ -76,3 +79,23 @@ def test_tokenizer_stages_get_the_quantizer_in_their_folder_and_the_rest_is_shar
     assert vqvae_folder(vq.replace(vqvae={"quantizer": "l2"})) == tmp_path / "cpu/vqvae-l2"
     assert classifier_folder(fsq) == classifier_folder(vq) and fsq.data_dir == vq.data_dir
     assert vqvae_folder(fsq.replace(vqvae={"quantizer": "vq"})) == vqvae_folder(vq)  # switching back finds the VQ
+
+
+def test_training_recipe_is_what_decides_the_weights_as_json_reads_it_back():
+    gpt = config.training_recipe(config.GPTConfig(lr=1e-3, val_every=7, compile="inductor"))
+    assert gpt["lr"] == 1e-3 and gpt["n_embd"] == 128 and gpt["steps"] == 3200
+    assert "val_every" not in gpt and "compile" not in gpt  # how a run goes, not what it learns
+    assert set(gpt) == {f.name for f in dataclasses.fields(config.GPTConfig)} - {"val_every", "compile"}
+    vq = config.training_recipe(config.VQVAEConfig())
+    fsq = config.training_recipe(config.FSQVAEConfig(fsq_levels=(8, 5, 5), codebook_size=200))
+    assert vq["quantizer"] == "vq" and fsq["quantizer"] == "fsq"  # a class attribute, still part of the recipe
+    assert fsq["fsq_levels"] == [8, 5, 5] == json.loads(json.dumps(fsq))["fsq_levels"]  # a tuple reads back a list
+
+
+def test_changed_settings_names_each_difference_by_its_dotted_key():
+    saved = {"steps": 1600, "gpt": {"lr": 0.002, "n_embd": 192}, "seed": 0, "old": True}
+    now = {"steps": 3200, "gpt": {"lr": 0.002, "n_embd": 128}, "seed": 0, "new": "x"}
+    assert config.changed_settings(saved, now) == ("gpt.n_embd 192 -> 128, new (unset) -> 'x', old True -> (unset), "
+                                                   "steps 1600 -> 3200")
+    assert config.changed_settings(saved, saved) == ""
+    assert config.changed_settings({"levels": [8, 8]}, {"levels": [8, 5]}) == "levels [8, 8] -> [8, 5]"

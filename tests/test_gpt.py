@@ -355,6 +355,7 @@ def ci_tokens(tmp_path, monkeypatch):
 
 
 def test_ensure_gpt_trains_once_and_never_replaces_it_for_a_new_vqvae(ci_tokens, capsys):
+    from facegen.config import training_recipe
     from facegen.errors import ArtifactError
     from facegen.pipeline import ensure_gpt
 
@@ -362,6 +363,7 @@ def test_ensure_gpt_trains_once_and_never_replaces_it_for_a_new_vqvae(ci_tokens,
     loaded = ensure_gpt(profile, progress=False)
     assert "training the 'ci' GPT" in capsys.readouterr().out
     assert loaded.metadata["vqvae"]["fingerprint"] == "v1" and loaded.vocab == Vocabulary(512)
+    assert loaded.metadata["recipe"] == training_recipe(profile.gpt)  # what a later ensure_gpt compares
     again = ensure_gpt(profile, progress=False)  # already trained for this VQ-VAE: loaded, not trained
     assert "training" not in capsys.readouterr().out and again.metadata == loaded.metadata
     ci_tokens("v2")  # a new VQ-VAE: the trained GPT is kept, and the error says how to retrain it

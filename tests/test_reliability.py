@@ -475,6 +475,62 @@ def test_a_stale_gpt_is_an_error_naming_both_vqvaes_and_the_command_not_a_silent
     assert snapshot(ci_gpt.model) == before
 
 
+def test_a_gpt_trained_with_settings_the_profile_no_longer_has_is_an_error_naming_each_change(ci_gpt):
+    from facegen.config import training_recipe
+    from facegen.errors import ArtifactError
+    from facegen.pipeline import ensure_gpt
+
+    profile = ci_gpt.profile
+    assert "recipe" not in ensure_gpt(profile, progress=False).metadata  # saved before recipes: loaded unchecked
+    record = ci_gpt.model / "facegen.json"
+    metadata = json.loads(record.read_text())
+    old = training_recipe(profile.replace(gpt={"n_embd": 192, "lr": 0.003}).gpt)  # e.g. a course update since
+    record.write_text(json.dumps(metadata | {"recipe": old}))
+    before = snapshot(ci_gpt.model)
+    with pytest.raises(ArtifactError) as caught:
+        ensure_gpt(profile, progress=False)
+    message = str(caught.value)
+    assert (f"the GPT in {ci_gpt.model} was trained with settings the 'ci' profile no longer has (trained -> now: "
+            f"lr 0.003 -> {profile.gpt.lr!r}, n_embd 192 -> {profile.gpt.n_embd!r})") in message
+    assert "`facegen train-gpt --restart --profile ci`" in message and "\n" not in message
+    assert snapshot(ci_gpt.model) == before
+    record.write_text(json.dumps(metadata | {"recipe": training_recipe(profile.gpt)}))
+    assert ensure_gpt(profile, progress=False).metadata["recipe"] == training_recipe(profile.gpt)
+    # how often a run validates or whether it compiles does not change what it learned
+    assert ensure_gpt(profile.replace(gpt={"val_every": 1, "compile": "inductor"}), progress=False)
+
+
+def test_a_vqvae_trained_with_settings_the_profile_no_longer_has_is_an_error_naming_each_change(tmp_path,
+                                                                                                monkeypatch):
+    import facegen.vqvae_training as vqvae_training
+    from facegen.errors import ArtifactError
+    from facegen.pipeline import ensure_vqvae
+    from helpers import square_images
+    from test_vqvae_training import TINY
+
+    monkeypatch.setenv("FACEGEN_ARTIFACTS", str(tmp_path / "artifacts"))
+    fsq = TINY.replace(vqvae={"quantizer": "fsq", "fsq_levels": (4, 4), "codebook_size": 16})
+    for profile in (TINY, fsq):
+        vqvae_training.train_vqvae(profile, square_images(8), square_images(2), progress=False)
+    monkeypatch.setattr(vqvae_training, "train_vqvae", lambda *a, **k: pytest.fail("a trained VQ-VAE was replaced"))
+    assert ensure_vqvae(TINY, progress=False).codebook_size == 16
+    assert ensure_vqvae(TINY.replace(vqvae={"val_every": 1}), progress=False)  # how often it validated: the same
+    model = vqvae_training.vqvae_folder(TINY) / "model"
+    before = snapshot(model)
+    with pytest.raises(ArtifactError) as caught:
+        ensure_vqvae(TINY.replace(vqvae={"steps": 4320, "lr": 1e-3}), progress=False)
+    assert str(caught.value).startswith(f"the VQ-VAE in {model} was trained with settings the 'ci' profile no longer "
+                                        "has (trained -> now: lr 0.002 -> 0.001, steps 6 -> 4320); facegen does not "
+                                        "replace a trained model by itself: retrain it with `facegen train-vqvae "
+                                        "--restart --profile ci`")
+    assert snapshot(model) == before
+    with pytest.raises(ArtifactError, match=r"fsq_levels \[4, 4\] -> \[2, 8\].*train_vqvae\(profile, resume=False\)"):
+        ensure_vqvae(fsq.replace(vqvae={"fsq_levels": (2, 8)}), progress=False)  # the CLI trains no FSQ
+    (model / "facegen.json").write_text("{torn")
+    with pytest.raises(ArtifactError, match=f"{model / 'facegen.json'} is unreadable.*--restart --profile ci"):
+        ensure_vqvae(TINY, progress=False)
+
+
 @pytest.mark.parametrize("damage", ["facegen.json", "config.json", "truncated weights", "random weights",
                                     "tokenizer.json"])
 def test_a_damaged_gpt_is_one_error_naming_the_file_and_is_not_replaced(ci_gpt, damage, capsys):

@@ -106,3 +106,19 @@ def test_a_call_that_finds_the_run_finished_keeps_the_recorded_model_and_speed(t
     assert (tmp_path / "history.json").read_text() == history  # not replaced by this call's speed of 0
     assert (tmp_path / "model" / "model.safetensors").stat().st_mtime_ns == weights
     assert "step/s" not in capsys.readouterr().err  # and no empty progress bar
+
+
+def test_the_saved_model_records_its_recipe_and_an_unreadable_record_names_its_file(tmp_path):
+    from facegen.config import training_recipe
+    from facegen.vqvae_training import RECIPE_FILE, saved_recipe
+
+    run = train_vqvae(TINY, square_images(8), square_images(2), folder=tmp_path, progress=False)
+    assert saved_recipe(run.folder) == training_recipe(TINY.vqvae)
+    assert saved_recipe(tmp_path / "elsewhere") is None  # nothing saved there: nothing recorded
+    record = tmp_path / "model" / RECIPE_FILE
+    for damage in ("{not json", '["a list"]', '{"no": "recipe"}'):
+        record.write_text(damage)
+        with pytest.raises(ValueError, match=str(record)):
+            saved_recipe(tmp_path)
+    record.unlink()  # a model saved before facegen recorded recipes
+    assert saved_recipe(tmp_path) is None and load_vqvae(tmp_path).codebook_size == 16

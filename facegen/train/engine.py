@@ -46,6 +46,7 @@ from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
 from facegen.checkpoint import artifact_lock, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from facegen.config import changed_settings
 
 CHECKPOINT = "checkpoint.pt"
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
@@ -299,30 +300,10 @@ def _short(value: float) -> str:
     return f"{value:.4g}"
 
 
-_UNSET = "(unset)"
-
-
-def _flatten(settings: dict, prefix: str = "") -> dict:
-    """{"gpt": {"lr": 2e-3}} -> {"gpt.lr": 2e-3}: a changed setting is then named alone, not with all its section."""
-    flat = {}
-    for key, value in settings.items():
-        if isinstance(value, dict) and value:
-            flat |= _flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _shown(settings: dict, key: str) -> str:
-    return repr(settings[key]) if key in settings else _UNSET
-
-
 def _settings_message(path: Path, saved: dict | None, current: dict, name: str) -> str:
     if not saved:
         what = "it records no settings (an older facegen wrote it)"
     else:
-        saved, current = _flatten(saved), _flatten(current)
-        changed = sorted(k for k in set(saved) | set(current) if saved.get(k, _UNSET) != current.get(k, _UNSET))
-        what = "changed: " + ", ".join(f"{k} {_shown(saved, k)} -> {_shown(current, k)}" for k in changed)
+        what = "changed: " + changed_settings(saved, current)
     return (f"{path} is a {name} checkpoint of other settings ({what}); resume with the settings it was made with, "
             "or start over with resume=False (CLI: --restart), which replaces it")
