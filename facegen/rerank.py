@@ -17,7 +17,7 @@ spots, so it will see some of the ranker's preferences as success.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -55,13 +55,15 @@ class BestOf:
 
 
 def sample_best_of(model, vocab: Vocabulary, vqvae, ranker: torch.nn.Module, requests: Sequence[Mapping[str, int]],
-                   candidates: int = 4, seed: int = 0, first: Tensor | None = None, **sample_kwargs) -> BestOf:
+                   candidates: int = 4, seed: int = 0, first: Tensor | None = None, sampler: Callable | None = None,
+                   **sample_kwargs) -> BestOf:
     """For each request, `candidates` faces from `sample_faces(model, vocab, vqvae, len(requests), requests,
     seed=seed + c, **sample_kwargs)`, c = 0 .. candidates - 1, and the one with the highest `request_log_likelihood`
     under `ranker` (an attribute classifier with an `attributes` list, e.g. `ensure_classifier`'s). Only one round of
     faces and the best so far are held at a time, so memory does not grow with `candidates`; ties keep the earlier
     round. `first`: round 0's faces when the caller already drew them with that very call (seed `seed`, the same
-    settings), so they are not drawn again; nothing can check that they were."""
+    settings), so they are not drawn again; nothing can check that they were. `sampler`: what draws a round, called
+    like `sample_faces` with keywords (the explorer passes its own; default `sample_faces`)."""
     if candidates < 1:
         raise ValueError(f"sample_best_of: candidates must be >= 1, got {candidates}")
     if not requests:
@@ -70,14 +72,14 @@ def sample_best_of(model, vocab: Vocabulary, vqvae, ranker: torch.nn.Module, req
     if first is not None and (first.ndim != 4 or len(first) != len(requests)):
         raise ValueError(f"sample_best_of: first must be round 0's faces, ({len(requests)}, 3, H, W) for "
                          f"{len(requests)} requests; got shape {tuple(first.shape)}")
-    names = list(ranker.attributes)
+    names, sampler = list(ranker.attributes), sampler or sample_faces
     scores, best, best_score = [], None, None
     for round_ in range(candidates):
         if round_ == 0 and first is not None:
             faces = first
         else:
-            faces = sample_faces(model, vocab, vqvae, len(requests), list(requests), seed=seed + round_,
-                                 **sample_kwargs)
+            faces = sampler(model, vocab, vqvae, n=len(requests), attributes=list(requests), seed=seed + round_,
+                            **sample_kwargs)
         score = request_log_likelihood(metrics.classifier_outputs(ranker, faces), requests, names)
         scores.append(score)
         if round_ == 0:

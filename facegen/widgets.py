@@ -1,7 +1,8 @@
 """The explorer: an ipywidgets panel to ask the GPT for faces and watch what each setting does.
 
     toggles   one per conditioning attribute: ? (unspecified) / no / yes
-    sliders   guidance scale, temperature, top-k (0 = off), seed; a batch-size choice
+    sliders   guidance scale, temperature, top-k (0 = off), seed; a batch-size choice; with a ranker (an attribute
+              classifier), best of k: each face is the one of k the classifier finds closest to the request
     complete  optionally keep the first rows of a validation face's 16x16 tokens and let the GPT write the rest
     Generate  samples with those settings and shows the faces as one PNG grid, updated in place
 
@@ -9,7 +10,7 @@ The logic lives in small functions (`attributes_from_toggles`, `settings_from_co
 `Explorer.generate()`, so tests drive it without a browser. The sampler is injectable: `Explorer(..., sample_fn=f)`
 calls `f(model, vocab, vqvae, n=..., attributes=..., guidance_scale=..., temperature=..., top_k=..., seed=...
 [, prefix_codes=..., keep_tokens=...])` and expects images (n, 3, H, W) in [-1, 1], like
-`facegen.sampling.sample_faces`.
+`facegen.sampling.sample_faces`; best of k draws its k rounds with that sampler too (`facegen.rerank.sample_best_of`).
 
 Sampling runs on the model's device (the GPT's and the VQ-VAE's, as `facegen.pipeline` loaded them: the profile's
 device); images come back to the CPU only to be shown.
@@ -32,6 +33,7 @@ from facegen.viz import image_grid
 UNSPECIFIED = "?"
 TOGGLE_OPTIONS = ((UNSPECIFIED, UNSPECIFIED), ("no", 0), ("yes", 1))  # (label, value): values the Vocabulary reads
 BATCH_SIZES = (1, 4, 8, 16)
+MAX_BEST_OF = 4  # the top of the best-of slider, as notebook 06 measures it; k rounds cost k times the seconds
 GRID_COLUMNS = 8
 SLIDER_STYLE = {"description_width": "100px"}  # room for "temperature" and "top-k (0=off)"
 IDLE_DESCRIPTION = "Generate"
@@ -118,10 +120,12 @@ class Explorer:
 
     model, vocab, vqvae: a trained GPT, its `facegen.tokens.Vocabulary` and the VQ-VAE whose tokens it speaks.
     valid_images: uint8 (N, 3, H, W) validation faces for completion mode (None hides the mode).
-    sample_fn: the sampler (default `facegen.sampling.sample_faces`)."""
+    sample_fn: the sampler (default `facegen.sampling.sample_faces`).
+    ranker: an attribute classifier (`ensure_classifier`'s) to pick the best of k faces per request; None hides the
+    "best of" slider."""
 
     def __init__(self, model, vocab, vqvae, valid_images: torch.Tensor | None = None,
-                 sample_fn: Callable | None = None, batch_size: int = 8):
+                 sample_fn: Callable | None = None, batch_size: int = 8, ranker: torch.nn.Module | None = None):
         if batch_size not in BATCH_SIZES:
             raise ValueError(f"Explorer: batch_size must be one of {BATCH_SIZES}, got {batch_size!r}")
         if valid_images is not None and (valid_images.dtype != torch.uint8 or valid_images.ndim != 4
@@ -131,6 +135,7 @@ class Explorer:
         self.model, self.vocab, self.vqvae = model, vocab, vqvae
         self.valid_images = valid_images
         self.sample_fn = sample_fn or _default_sampler
+        self.ranker = ranker
         self.last_images: torch.Tensor | None = None
         self.toggles = {name: _toggle() for name in vocab.attributes}
         self.guidance = w.FloatSlider(value=DEFAULT_GUIDANCE, min=0.0, max=5.0, step=0.25, description="guidance",
@@ -141,6 +146,8 @@ class Explorer:
                                  continuous_update=False, style=SLIDER_STYLE)
         self.seed = w.IntSlider(value=0, min=0, max=999, description="seed", continuous_update=False,
                                 style=SLIDER_STYLE)
+        self.best_of = w.IntSlider(value=1, min=1, max=MAX_BEST_OF, description="best of", continuous_update=False,
+                                   style=SLIDER_STYLE)
         self.batch_size = w.ToggleButtons(options=BATCH_SIZES, value=batch_size, description="faces",
                                           style={"button_width": "40px"})
         self.complete = w.Checkbox(value=False, description="complete a validation face", indent=False)
@@ -158,6 +165,7 @@ class Explorer:
         for name, control in self.toggles.items():  # CSS classes: handles for the browser test and for styling
             control.add_class(f"facegen-toggle-{name}")
         self.button.add_class("facegen-generate")
+        self.best_of.add_class("facegen-best-of")
         self.status.add_class("facegen-status")
         self.faces.add_class("facegen-faces")
         for control in (self.complete, self.face_index, self.keep_rows):
@@ -185,10 +193,10 @@ class Explorer:
         started = time.perf_counter()
         try:
             kwargs = self.sampler_kwargs()
-            images = self.sample_fn(self.model, self.vocab, self.vqvae, **kwargs)
+            images, how = self._draw(kwargs)
             self.faces.value = png_bytes(images, nrow=min(GRID_COLUMNS, len(images)))
             self.last_images = images
-            self.status.value = (f"{len(images)} faces in {time.perf_counter() - started:.1f} s "
+            self.status.value = (f"{len(images)} faces{how} in {time.perf_counter() - started:.1f} s "
                                  f"(seed {kwargs['seed']}; same settings give the same faces)")
             return images
         except Exception as error:  # noqa: BLE001 -- shown to the user, who can change the settings and retry
@@ -196,6 +204,23 @@ class Explorer:
             return None
         finally:
             self._set_busy(False)
+
+    def _draw(self, kwargs: dict) -> tuple[torch.Tensor, str]:
+        """The faces for these sampler arguments, and how they were chosen (for the status line). Best of k ranks by
+        the attributes asked for, so with none set there is nothing to rank: one round is drawn, and the status says
+        so."""
+        k = self.best_of.value if self.ranker is not None else 1
+        if k == 1:
+            return self.sample_fn(self.model, self.vocab, self.vqvae, **kwargs), ""
+        if not kwargs["attributes"]:
+            return (self.sample_fn(self.model, self.vocab, self.vqvae, **kwargs),
+                    f" (best of {k} needs an attribute set to yes or no to rank by: one round drawn)")
+        from facegen.rerank import sample_best_of  # imported late: the widget module stays light
+
+        rest = {key: value for key, value in kwargs.items() if key not in ("n", "attributes", "seed")}
+        chosen = sample_best_of(self.model, self.vocab, self.vqvae, self.ranker, [kwargs["attributes"]] * kwargs["n"],
+                                candidates=k, seed=kwargs["seed"], sampler=self.sample_fn, **rest)
+        return chosen.faces, f", each the best of {k} by the attribute classifier,"
 
     @property
     def completing(self) -> bool:
@@ -234,7 +259,8 @@ class Explorer:
         toggles = w.GridBox([w.HBox([w.Label(name, layout=w.Layout(width="150px")), toggle])
                              for name, toggle in self.toggles.items()],
                             layout=w.Layout(grid_template_columns="repeat(2, max-content)", grid_gap="0 24px"))
-        sliders = w.VBox([self.guidance, self.temperature, self.top_k, self.seed, self.batch_size])
+        sliders = [self.guidance, self.temperature, self.top_k, self.seed]
+        sliders = w.VBox(sliders + ([self.best_of] if self.ranker is not None else []) + [self.batch_size])
         parts = [w.HTML("<b>Attributes</b> (? = unspecified, the GPT chooses)"), toggles, sliders]
         if self.valid_images is not None:
             completion = w.VBox([self.complete, self.face_index, self.keep_rows])
@@ -255,16 +281,18 @@ def _toggle() -> w.ToggleButtons:
 
 
 def explorer_for_profile(profile=None, generate: bool = True, progress: bool = True) -> Explorer:
-    """An Explorer on a profile's trained GPT, VQ-VAE and validation faces (built first if missing, with the
-    ensure_* notes); `profile` is a Profile, its name, or None for the active one. With `generate`, a first batch is
-    drawn so the panel opens with faces (and a notebook saved with widget state shows them)."""
+    """An Explorer on a profile's trained GPT, VQ-VAE, validation faces and attribute classifier (the ranker of best
+    of k; each built first if missing, with the ensure_* notes); `profile` is a Profile, its name, or None for the
+    active one. With `generate`, a first batch is drawn so the panel opens with faces (and a notebook saved with
+    widget state shows them)."""
     from facegen.config import get_profile
-    from facegen.pipeline import ensure_gpt, ensure_vqvae, load_images
+    from facegen.pipeline import ensure_classifier, ensure_gpt, ensure_vqvae, load_images
 
     profile = get_profile(profile) if profile is None or isinstance(profile, str) else profile
     gpt = ensure_gpt(profile, progress=progress)
     explorer = Explorer(gpt.model, gpt.vocab, ensure_vqvae(profile, progress=progress),
-                        valid_images=load_images(profile, "valid", progress=progress))
+                        valid_images=load_images(profile, "valid", progress=progress),
+                        ranker=ensure_classifier(profile, progress=progress))
     if generate:
         explorer.generate()
     return explorer

@@ -35,13 +35,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_06 = REPO / "notebooks" / "06_sampling.ipynb"
 SCREENSHOT = REPO / "docs" / "screenshots" / "explorer_jupyterlab.png"
-PRELUDE = """from facegen.pipeline import ensure_gpt, ensure_vqvae, load_images
+PRELUDE = """from facegen.pipeline import ensure_classifier, ensure_gpt, ensure_vqvae, load_images
 from facegen.widgets import Explorer
 
 gpt = ensure_gpt()
 model, vocab = gpt.model, gpt.vocab
 vqvae = ensure_vqvae()
-valid_images = load_images(split="valid")"""
+valid_images = load_images(split="valid")
+classifier = ensure_classifier()"""
 TIMEOUT_MS = 60_000
 PROFILE = os.environ.get("FACEGEN_E2E_PROFILE", "ci")
 
@@ -74,14 +75,15 @@ def write_lab_settings(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def explorer_artifacts():
-    """The profile's GPT, VQ-VAE and validation faces the kernel will load (built here if missing, so the
+    """The profile's GPT, VQ-VAE, validation faces and attribute classifier the kernel will load (built here if missing, so the
     browser's timeouts never have to cover training)."""
     from facegen.config import get_profile
-    from facegen.pipeline import ensure_gpt, load_images
+    from facegen.pipeline import ensure_classifier, ensure_gpt, load_images
 
     profile = get_profile(PROFILE)
     ensure_gpt(profile, progress=False)
     load_images(profile, "valid", progress=False)
+    ensure_classifier(profile, progress=False)
 
 
 @pytest.fixture
@@ -181,6 +183,14 @@ def test_explorer_generates_a_new_image_in_jupyterlab(lab, tmp_path):
             assert page.evaluate("() => { const img = document.querySelector('img.facegen-faces');"
                                  " return img.complete && img.naturalWidth > 0; }"), "the new image did not load"
             expect(page.locator(".facegen-status")).not_to_contain_text("Error")
+
+            # best of 2: the slider's handle takes the arrow keys like any slider
+            page.locator(".facegen-best-of .noUi-handle").press("ArrowRight")
+            expect(page.locator(".facegen-best-of .widget-readout")).to_have_text("2")
+            before = faces.get_attribute("src")
+            generate.click()
+            expect(page.locator(".facegen-status")).to_contain_text("each the best of 2 by the attribute classifier")
+            assert faces.get_attribute("src") != before, "best of 2 did not show new faces"
 
             shot = tmp_path / "explorer_jupyterlab.png"
             page.screenshot(path=str(shot))

@@ -139,3 +139,14 @@ def test_sample_best_of_uses_the_given_first_round_instead_of_drawing_it(monkeyp
     torch.testing.assert_close(reused.scores, drawn.scores)
     with pytest.raises(ValueError, match=r"first must be round 0's faces, \(2, 3, H, W\)"):
         sample_best_of(None, VOCAB, None, BrightnessRanker(), requests, candidates=2, first=drawn.first[:1])
+
+
+def test_sample_best_of_draws_its_rounds_with_the_sampler_it_is_given(monkeypatch):
+    monkeypatch.setattr(rerank, "sample_faces", lambda *a, **k: pytest.fail("the default sampler was used"))
+    calls, requests = [], [{"Smiling": 1}, {"Smiling": 0}]
+    result = sample_best_of(None, VOCAB, None, BrightnessRanker(), requests, candidates=2, seed=3,
+                            sampler=fake_sample_faces(calls), top_k=5)
+    assert [(c["seed"], c["n"], c["attributes"], c["top_k"]) for c in calls] == [(3, 2, requests, 5),
+                                                                                (4, 2, requests, 5)]
+    value = torch.tensor([[((7 * s + 3 * i) % 5 - 2) / 2 for s in (3, 4)] for i in range(2)])
+    torch.testing.assert_close(result.faces[:, 0, 0, 0], torch.stack([value[0].max(), value[1].min()]))

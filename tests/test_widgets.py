@@ -232,11 +232,15 @@ def test_explorer_for_profile_loads_the_profile_artifacts_and_draws_a_first_batc
                         or vqvae)
     monkeypatch.setattr(pipeline, "load_images", lambda profile, split, progress: asked.append((split, profile.name))
                         or faces)
+    ranker = object()
+    monkeypatch.setattr(pipeline, "ensure_classifier", lambda profile, progress: asked.append(("classifier",
+                                                                                             profile.name)) or ranker)
     sampler = FakeSampler()
     monkeypatch.setattr(widgets, "_default_sampler", sampler)
     explorer = widgets.explorer_for_profile("ci")
-    assert asked == [("gpt", "ci"), ("vqvae", "ci"), ("valid", "ci")]
+    assert asked == [("gpt", "ci"), ("vqvae", "ci"), ("valid", "ci"), ("classifier", "ci")]
     assert explorer.model is model and explorer.vqvae is vqvae and explorer.valid_images is faces
+    assert explorer.ranker is ranker and explorer.best_of.value == 1  # best of k offered, off until asked
     assert len(sampler.calls) == 1 and explorer.last_images is not None  # opens with faces
     assert sampler.calls[0]["guidance_scale"] == widgets.DEFAULT_GUIDANCE == 3.0  # guided by default
     assert widgets.explorer_for_profile("ci", generate=False).last_images is None
@@ -270,3 +274,75 @@ def test_explorer_with_a_tiny_gpt_keeps_the_chosen_rows_when_completing():
     face_codes = vqvae.encode_indices(faces[1:2].float() / 127.5 - 1)[0]
     assert torch.equal(sampled[0][:, :2], face_codes[:2].expand(4, 2, 4))  # the first 2 rows are the face's
     assert not torch.equal(sampled[0][:, 2:], face_codes[2:].expand(4, 2, 4))  # the rest is written anew
+
+
+# --- best of k ------------------------------------------------------------------------------------------------------
+
+
+def test_best_of_k_draws_k_rounds_with_the_explorers_sampler_and_shows_the_rankers_choice():
+    from test_rerank import BrightnessRanker
+
+    sampler = FakeSampler()
+    explorer = make_explorer(sampler, ranker=BrightnessRanker(attributes=VOCAB.attributes))
+    explorer.batch_size.value, explorer.seed.value, explorer.best_of.value = 4, 5, 3
+    explorer.toggles["Smiling"].value = 1
+    images = explorer.generate()
+    assert [c["seed"] for c in sampler.calls] == [5, 6, 7]  # round c with seed + c, all else the controls'
+    assert all(c["n"] == 4 and c["attributes"] == [{"Smiling": 1}] * 4 for c in sampler.calls)
+    assert all(c["guidance_scale"] == widgets.DEFAULT_GUIDANCE for c in sampler.calls)
+    # FakeSampler's level, (0.1 seed + 0.3 x 4 requests) % 2 - 1, is 0.7, 0.8, 0.9 for seeds 5, 6, 7: asked
+    # present, the brightest (seed 7) wins; asked absent, the darkest would
+    torch.testing.assert_close(images, torch.full((4, 3, 32, 32), 0.9))
+    explorer.toggles["Smiling"].value = 0
+    torch.testing.assert_close(explorer.generate(), torch.full((4, 3, 32, 32), 0.7))
+    assert explorer.status.value.startswith("4 faces, each the best of 3 by the attribute classifier, in ")
+    assert explorer.best_of in explorer.widget.children[2].children  # shown beside the other sliders
+
+
+def test_best_of_k_with_nothing_asked_draws_one_round_and_says_why():
+    from test_rerank import BrightnessRanker
+
+    sampler = FakeSampler()
+    explorer = make_explorer(sampler, ranker=BrightnessRanker(attributes=VOCAB.attributes))
+    explorer.best_of.value = 4
+    explorer.generate()
+    assert len(sampler.calls) == 1 and sampler.calls[0]["attributes"] == {}
+    assert "best of 4 needs an attribute set to yes or no to rank by: one round drawn" in explorer.status.value
+
+
+def test_without_a_ranker_there_is_no_best_of_and_the_slider_is_ignored():
+    sampler = FakeSampler()
+    explorer = make_explorer(sampler)
+    explorer.best_of.value = 4  # not shown, and ignored
+    explorer.toggles["Smiling"].value = 1
+    explorer.generate()
+    assert len(sampler.calls) == 1 and explorer.best_of not in explorer.widget.children[2].children
+
+
+def test_best_of_k_in_the_explorer_equals_sample_best_of_with_a_tiny_gpt_while_completing():
+    from facegen.classifier import AttributeClassifier
+    from facegen.config import get_profile
+    from facegen.gpt import build_gpt
+    from facegen.rerank import sample_best_of
+    from facegen.sampling import sample_faces
+    from facegen.vqvae import VQVAE
+
+    torch.manual_seed(0)
+    model = build_gpt(get_profile("ci").replace(gpt={"n_layer": 1, "n_embd": 16, "n_head": 2}), VOCAB).eval()
+    vqvae = VQVAE(codebook_size=16, embed_dim=4, hidden=8, n_res_blocks=1).eval()
+    ranker = AttributeClassifier(attributes=VOCAB.attributes).eval()
+    faces = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    explorer = widgets.Explorer(model, VOCAB, vqvae, valid_images=faces, ranker=ranker)
+    explorer.batch_size.value, explorer.best_of.value, explorer.seed.value = 4, 3, 2
+    explorer.toggles["Eyeglasses"].value = 0
+    explorer.complete.value, explorer.keep_rows.value = True, 2
+    images = explorer.generate()
+    assert images is not None, explorer.status.value
+    codes = vqvae.encode_indices(faces[:1].float() / 127.5 - 1)[0]
+    expected = sample_best_of(model, VOCAB, vqvae, ranker, [{"Eyeglasses": 0}] * 4, candidates=3, seed=2,
+                              guidance_scale=widgets.DEFAULT_GUIDANCE, temperature=1.0, top_k=None,
+                              prefix_codes=codes.expand(4, 4, 4), keep_tokens=8)
+    torch.testing.assert_close(images, expected.faces)
+    plain = sample_faces(model, VOCAB, vqvae, 4, {"Eyeglasses": 0}, seed=2, guidance_scale=widgets.DEFAULT_GUIDANCE,
+                         prefix_codes=codes.expand(4, 4, 4), keep_tokens=8)
+    torch.testing.assert_close(expected.first, plain)  # round 0 is the plain Generate's batch
