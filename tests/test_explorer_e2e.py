@@ -75,8 +75,8 @@ def write_lab_settings(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def explorer_artifacts():
-    """The profile's GPT, VQ-VAE, validation faces and attribute classifier the kernel will load (built here if missing, so the
-    browser's timeouts never have to cover training)."""
+    """The profile's GPT, VQ-VAE, validation faces and attribute classifier the kernel will load (built here if
+    missing, so the browser's timeouts never have to cover training)."""
     from facegen.config import get_profile
     from facegen.pipeline import ensure_classifier, ensure_gpt, load_images
 
