@@ -1,6 +1,7 @@
 """The GAN-tuned decoder against colour speckle: taming's PatchGAN beside a spectral-norm one and an R1 penalty.
 
-    python benchmarks/bench_gan_decoder.py [--profile cpu] [--variants taming spectral r1 spectral+r1] [--r1-gamma G]
+    python benchmarks/bench_gan_decoder.py [--profile cpu] [--variants taming spectral r1 spectral+r1 colour4 colour8]
+        [--r1-gamma G]
 
 Every variant fine-tunes the decoder of the profile's trained VQ-VAE (same tokens) with the profile's
 `gan_decoder` settings (steps, learning rate, GAN start, weights, averaged decoder), changing only the discriminator:
@@ -10,7 +11,10 @@ Every variant fine-tunes the decoder of the profile's trained VQ-VAE (same token
   benchmark);
 - `r1`: the R1 penalty on real faces (`gan_decoder.r1_gamma`, default gamma from StyleGAN2-ADA's heuristic
   0.0002 * resolution^2 / batch);
-- `spectral+r1`: both.
+- `spectral+r1`: both;
+- `colour4`, `colour8`: spectral norm, and the discriminator sees colour averaged over 4 x 4 / 8 x 8 pixel blocks
+  with brightness in full (`gan_decoder.disc_colour_block`, `vqgan_losses.ColourBlurredInput`), so the GAN term cannot
+  ask for fine colour.
 Each variant goes to artifacts/bench-gan-decoder/<profile>/<variant> (a finished run made from the current VQ-VAE is
 loaded, not retrained). Each is judged on 512 validation faces, with the VQ-VAE's own decoder as
 the reference row:
@@ -47,13 +51,17 @@ from facegen.tokenize_dataset import vqvae_fingerprint
 from facegen.viz import save_image_grid
 
 EYE_ROWS = slice(48, 80)  # grid rows 6-9 of a 16 x 16 token grid at 8 px per token: the eye band (notebook 03)
-VARIANTS = ("taming", "spectral", "r1", "spectral+r1")
+VARIANTS = ("taming", "spectral", "r1", "spectral+r1", "colour4", "colour8")
 
 
 def variant_settings(name: str, r1_gamma: float) -> dict:
-    return {"taming": {"disc_norm": "batch", "r1_gamma": 0.0}, "spectral": {"disc_norm": "spectral", "r1_gamma": 0.0},
-            "r1": {"disc_norm": "batch", "r1_gamma": r1_gamma},
-            "spectral+r1": {"disc_norm": "spectral", "r1_gamma": r1_gamma}}[name]
+    plain = {"disc_colour_block": 1}
+    return {"taming": {"disc_norm": "batch", "r1_gamma": 0.0, **plain},
+            "spectral": {"disc_norm": "spectral", "r1_gamma": 0.0, **plain},
+            "r1": {"disc_norm": "batch", "r1_gamma": r1_gamma, **plain},
+            "spectral+r1": {"disc_norm": "spectral", "r1_gamma": r1_gamma, **plain},
+            "colour4": {"disc_norm": "spectral", "r1_gamma": 0.0, "disc_colour_block": 4},
+            "colour8": {"disc_norm": "spectral", "r1_gamma": 0.0, "disc_colour_block": 8}}[name]
 
 
 def main() -> None:

@@ -189,6 +189,9 @@ class GANDecoderConfig:
     # fine colour noise in the eyes (2.38x the originals' against 2.95x), +0.5 dB PSNR, the same judge FD.
     disc_norm: str = "spectral"
     r1_gamma: float = 0.0  # R1 penalty on real faces (0 = off, taming's); issue 16's other lever against speckle
+    # > 1: the discriminator sees colour averaged over blocks of this many pixels, brightness in full
+    # (vqgan_losses.ColourBlurredInput); 1 = full colour, taming's
+    disc_colour_block: int = 1
     ema_decay: float = 0.995  # the saved decoder averages the last ~200 steps' weights (0 = the last step's)
     val_every: int = 250
     seed: int = 0

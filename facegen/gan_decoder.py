@@ -11,7 +11,8 @@ every image keeps exactly the same tokens. We do the latter with the course's VQ
   and a PatchGAN discriminator with the hinge loss; Adam with taming's betas (0.5, 0.9) for both;
 - one departure from taming, against speckle (issue 16): the PatchGAN's convs are spectrally normalised instead of
   followed by BatchNorm (`disc_norm="spectral"`, the default; "batch" is taming's); an R1 penalty on real faces
-  (`r1_gamma`) is there too, off by default; both measured in benchmarks/README.md ("Against speckle");
+  (`r1_gamma`) and a discriminator that sees colour only in coarse blocks (`disc_colour_block`) are there too;
+  all measured in benchmarks/README.md ("Against speckle");
 - what is saved is an exponential moving average of the decoder's weights (`ema_decay`; sd-vae-ft-ema's choice,
   and StyleGAN's): a GAN's generator jitters from step to step, and the average keeps the sharpening while
   smoothing away the speckle that any single step's weights paint.
@@ -38,7 +39,7 @@ from facegen.checkpoint import atomic_folder, atomic_write_json
 from facegen.config import Profile, get_profile
 from facegen.data.transforms import from_uint8
 from facegen.viz import save_image_grid
-from facegen.vqgan_losses import NLayerDiscriminator, generator_loss, r1_penalty
+from facegen.vqgan_losses import ColourBlurredInput, NLayerDiscriminator, generator_loss, r1_penalty
 from facegen.train.averaging import weight_average
 from facegen.train.engine import Engine, cpu_copy
 from facegen.train.batches import step_batches
@@ -55,7 +56,7 @@ BETAS = (0.5, 0.9)  # taming's Adam betas
 class GANDecoderRun:
     model: VQVAE  # the VQ-VAE whose decoder is trained (the raw weights of the last step)
     averaged: VQVAE  # the same with the averaged decoder: what is evaluated and saved
-    discriminator: NLayerDiscriminator
+    discriminator: nn.Module  # an NLayerDiscriminator, or one inside ColourBlurredInput
     folder: Path
     base_fingerprint: str
     perceptual: str = ""
@@ -115,8 +116,10 @@ def train_gan_decoder(profile: Profile | None = None, vqvae: VQVAE | None = None
     # channels_last lets the CPU's oneDNN convolutions skip layout conversions (the VQ-VAE trains ~1.7x faster).
     model = copy.deepcopy(base).to(memory_format=torch.channels_last)
     freeze_tokens(model)
-    discriminator = NLayerDiscriminator(ndf=cfg.disc_channels, n_layers=cfg.disc_layers, norm=cfg.disc_norm).to(
-        memory_format=torch.channels_last)
+    discriminator = NLayerDiscriminator(ndf=cfg.disc_channels, n_layers=cfg.disc_layers, norm=cfg.disc_norm)
+    if cfg.disc_colour_block > 1:
+        discriminator = ColourBlurredInput(discriminator, cfg.disc_colour_block)
+    discriminator = discriminator.to(memory_format=torch.channels_last)
     averaged_decoder = weight_average(model.decoder, cfg.ema_decay, warmup=False)  # starts at the trained one
     optimizer_g = torch.optim.Adam(model.decoder.parameters(), lr=cfg.lr, betas=BETAS)
     optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=BETAS)

@@ -117,8 +117,9 @@ def chroma_detail(images: Tensor) -> Tensor:
     paints into irises) gives large responses. Like `laplacian_sharpness`, read a reconstruction's value relative to
     the original's: > 1 = more fine colour detail than the real faces have. It cannot tell speckle from a sharper
     true colour edge: look at the crops too."""
-    red, green, blue = images.float().unbind(dim=1)
-    return _mean_abs_laplacian(torch.stack([red - green, (red + green) / 2 - blue], dim=1))
+    from facegen.data.transforms import to_opponent
+
+    return _mean_abs_laplacian(to_opponent(images.float())[:, 1:])
 
 
 def _mean_abs_laplacian(channels: Tensor) -> Tensor:

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from facegen.data.transforms import blur_colour
+
 # torchvision's ImageNet VGG16, the backbone `lpips.LPIPS(net="vgg")` loads from torch's hub cache.
 VGG16_WEIGHTS = "vgg16-397923af.pth"
 
@@ -44,6 +46,23 @@ def _init_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
+
+
+class ColourBlurredInput(nn.Module):
+    """A discriminator that sees its input with the colour detail finer than `block` pixels averaged away and the grey
+    level untouched (`facegen.data.transforms.blur_colour`), real and reconstructed faces alike. The GAN term can then
+    ask for sharper brightness (hair, lids, lashes) but not for fine colour: painting colour speckle earns the
+    generator nothing, and the L1 and perceptual terms, which do see it, pull it out. JPEG keeps colour at a quarter
+    of the resolution for the same reason: eyes resolve colour far more coarsely than brightness."""
+
+    def __init__(self, discriminator: nn.Module, block: int):
+        super().__init__()
+        if block < 2:
+            raise ValueError(f"ColourBlurredInput: block must be >= 2 (1 would blur nothing), got {block}")
+        self.discriminator, self.block = discriminator, block
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.discriminator(blur_colour(images, self.block))
 
 
 class NLayerDiscriminator(nn.Module):

@@ -228,3 +228,13 @@ def test_spectral_norm_and_r1_regularise_the_discriminator_once_the_gan_is_on(tm
     plain = train(tmp_path, "plain")
     assert all("r1" not in row for row in plain.history)
     assert not states_equal(run.averaged.decoder, plain.averaged.decoder)  # the regularisers change the training
+
+
+def test_a_colour_blurred_discriminator_is_used_when_asked_and_changes_the_training(tmp_path):
+    from facegen.vqgan_losses import ColourBlurredInput
+
+    blurred = train(tmp_path, "colour", profile=TINY.replace(gan_decoder={"disc_colour_block": 4}))
+    assert isinstance(blurred.discriminator, ColourBlurredInput) and blurred.discriminator.block == 4
+    plain = train(tmp_path, "plain")
+    assert not isinstance(plain.discriminator, ColourBlurredInput)
+    assert not states_equal(blurred.averaged.decoder, plain.averaged.decoder)

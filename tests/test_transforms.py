@@ -100,3 +100,33 @@ def test_face_transform_matches_a_hand_made_pipeline(celeba):
     reference = np.asarray(image.crop(FACE_BOX).resize((64, 64), Image.BICUBIC)).astype(np.float32) / 127.5 - 1
     x = face_transform(64)(image)
     np.testing.assert_array_equal(x.permute(1, 2, 0).numpy(), reference)
+
+
+def test_opponent_channels_by_hand_and_back():
+    from facegen.data.transforms import from_opponent, to_opponent
+
+    pixel = torch.tensor([0.5, -0.5, 0.1]).view(1, 3, 1, 1)
+    torch.testing.assert_close(to_opponent(pixel).flatten(), torch.tensor([0.1 / 3, 1.0, -0.1]))
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    torch.testing.assert_close(from_opponent(to_opponent(x)), x)
+    assert to_opponent(x.to(torch.bfloat16)).dtype == torch.bfloat16  # the images' dtype, not fp32
+
+
+def test_blur_colour_keeps_brightness_and_spreads_a_speck_of_colour():
+    from facegen.data.transforms import blur_colour, to_opponent
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    blurred = blur_colour(x, 4)
+    torch.testing.assert_close(to_opponent(blurred)[:, 0], to_opponent(x)[:, 0])  # the grey level untouched
+    flat = torch.tensor([0.2, -0.4, 0.6]).view(1, 3, 1, 1).expand(1, 3, 16, 16)
+    torch.testing.assert_close(blur_colour(flat, 4), flat)  # flat colour stays
+    speck = torch.zeros(1, 3, 16, 16)
+    speck[0, 0, 6, 6], speck[0, 1, 6, 6] = 0.5, -0.5  # one red-green pixel on grey (its grey level: 0)
+    colour = to_opponent(blur_colour(speck, 4))[:, 1]
+    assert colour.abs().max() <= 1.0 / 16 + 1e-6  # red - green 1.0 averaged over its 4 x 4 block, then spread
+    assert colour.sum().item() == pytest.approx(1.0, abs=1e-5)  # spread, not removed: the block's mean is kept
+    from facegen import metrics
+    assert metrics.chroma_detail(blur_colour(x, 4)) < metrics.chroma_detail(x)
+    with pytest.raises(ValueError, match="divide the image size"):
+        blur_colour(x, 3)

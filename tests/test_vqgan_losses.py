@@ -9,6 +9,7 @@ from facegen.classifier import AttributeClassifier
 from facegen.vqgan import VQGAN
 from facegen.vqgan_losses import (
     ClassifierPerceptualLoss,
+    ColourBlurredInput,
     NLayerDiscriminator,
     adaptive_weight,
     generator_adversarial_loss,
@@ -251,3 +252,22 @@ def test_spectral_discriminator_and_r1_under_bf16_autocast_on_cpu():
     assert penalty.dtype == torch.float32 and penalty > 0
     (loss + penalty).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in discriminator.parameters() if p.requires_grad)
+
+
+def test_a_colour_blurred_discriminator_cannot_see_fine_colour_and_sees_brightness():
+    torch.manual_seed(0)
+    inner = NLayerDiscriminator(ndf=8, n_layers=2, norm="spectral").eval()
+    discriminator = ColourBlurredInput(inner, block=4)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 2 - 1.0  # +-1, mean 0 in every 4 x 4
+    speckled = x + 0.2 * torch.stack([checker, -checker, torch.zeros(32, 32)])  # red - green flips pixel by pixel
+    torch.testing.assert_close(discriminator(speckled), discriminator(x))  # the speckle is invisible to it
+    assert not torch.allclose(inner(speckled), inner(x))  # the plain discriminator sees it
+    brighter = x + 0.2 * checker  # the same pattern in brightness (all channels alike): seen
+    assert not torch.allclose(discriminator(brighter), discriminator(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the GPU path's autocast
+        loss = hinge_d_loss(discriminator(x), discriminator(speckled))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert r1_penalty(discriminator, x, gamma=1.0) > 0
+    with pytest.raises(ValueError, match="block must be >= 2"):
+        ColourBlurredInput(inner, block=1)

@@ -2,13 +2,15 @@
 
 The model sees a square crop around the face, resized to `image_size` and scaled to [-1, 1]. Images are kept as
 uint8 as long as possible (on disk, in `preload`'s cache) and turned into floats by one function, `from_uint8`, so
-the on-the-fly path and the cached path give bit-identical tensors.
+the on-the-fly path and the cached path give bit-identical tensors. Colour-opponent channels (`to_opponent`) split
+brightness from colour, for measuring colour detail (metrics.chroma_detail) and for blurring it (`blur_colour`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
@@ -71,6 +73,37 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] floats (any shape) -> uint8 [0, 255], rounded to nearest and clamped; inverse of `from_uint8`."""
     return ((x.detach().float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+# Grey level, red - green, (red + green) / 2 - blue: the grey level carries brightness detail, the other two colour
+# (the opponent channels of human colour vision, which resolves them far more coarsely than brightness).
+_OPPONENT = ((1 / 3, 1 / 3, 1 / 3), (1.0, -1.0, 0.0), (0.5, 0.5, -1.0))
+
+
+def to_opponent(x: torch.Tensor) -> torch.Tensor:
+    """RGB images (B, 3, H, W) -> (B, 3, H, W): grey level, red - green, (red + green) / 2 - blue (a linear, invertible
+    map; `from_opponent` undoes it). Computed in the images' dtype, on their device."""
+    return torch.einsum("oc,bchw->bohw", torch.tensor(_OPPONENT, dtype=x.dtype, device=x.device), x)
+
+
+def from_opponent(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of `to_opponent`: (grey, red - green, (red + green) / 2 - blue) -> RGB."""
+    inverse = torch.linalg.inv(torch.tensor(_OPPONENT, dtype=torch.float64)).to(dtype=x.dtype, device=x.device)
+    return torch.einsum("oc,bchw->bohw", inverse, x)
+
+
+def blur_colour(x: torch.Tensor, block: int) -> torch.Tensor:
+    """RGB images (B, 3, H, W) with their colour (the two opponent channels of `to_opponent`) averaged over
+    `block` x `block` squares and bilinearly upsampled back, the grey level untouched: what is left of colour detail
+    is coarser than `block` pixels (JPEG's chroma subsampling does the same). H and W must be multiples of `block`;
+    differentiable."""
+    if block < 1 or x.shape[-2] % block or x.shape[-1] % block:
+        raise ValueError(f"blur_colour: block must be >= 1 and divide the image size {tuple(x.shape[-2:])}, got "
+                         f"{block}")
+    opponent = to_opponent(x)
+    colour = F.interpolate(F.avg_pool2d(opponent[:, 1:], block), size=x.shape[-2:], mode="bilinear",
+                           align_corners=False)
+    return from_opponent(torch.cat([opponent[:, :1], colour], dim=1))
 
 
 def to_pil(x: torch.Tensor) -> Image.Image:
