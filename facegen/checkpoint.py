@@ -259,6 +259,31 @@ def load_checkpoint(path: Path, **objects: Any) -> dict:
     return {key: value for key, value in payload.items() if key not in objects and key != "rng"}
 
 
+RECIPE_FILE = "facegen.json"  # in a trained model's folder: {"recipe": the settings it was trained with, ...}
+
+
+def write_recipe(folder: Path, recipe: dict) -> None:
+    """Record in a trained model's `folder` the settings it was trained with (`config.training_recipe`)."""
+    atomic_write_json(Path(folder) / RECIPE_FILE, {"recipe": recipe})
+
+
+def saved_recipe(folder: Path) -> dict | None:
+    """The settings the model saved in `folder` was trained with, or None when it records none (saved before facegen
+    recorded them). An unreadable record is a ValueError naming the file."""
+    path = Path(folder) / RECIPE_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is unreadable ({type(error).__name__}: {error}); expected a JSON object with the "
+                         '"recipe" its model was trained with') from None
+    if not isinstance(record, dict) or not isinstance(record.get("recipe", {}), dict):
+        raise ValueError(f'{path} is not a JSON object whose "recipe" is an object of settings; expected what facegen '
+                         "writes beside a trained model")
+    return record.get("recipe")  # None: a record from before recipes (a GPT's facegen.json holds more than this)
+
+
 def load_model_folder(model_class, folder: Path, what: str, how_to_make: str):
     """A `save_pretrained` folder (config.json + model.safetensors) loaded strictly into `model_class(**config)`.
 

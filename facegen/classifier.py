@@ -29,8 +29,8 @@ from torch import nn
 
 from facegen import metrics
 from facegen.attributes import CELEBA_ATTRIBUTES, CONDITIONING_ATTRIBUTES, attribute_index
-from facegen.checkpoint import atomic_write_json, load_model_folder
-from facegen.config import Profile, get_profile
+from facegen.checkpoint import atomic_write_json, load_model_folder, write_recipe
+from facegen.config import Profile, get_profile, training_recipe
 from facegen.data.streaming import is_image_batch_source
 from facegen.data.transforms import from_uint8
 from facegen.train.engine import Engine, cpu_copy
@@ -246,7 +246,7 @@ def train_classifier(profile: Profile | None = None, train: tuple[torch.Tensor, 
                             validation=engine.validation, metrics=engine.extra.get("metrics", {}),
                             seconds=engine.seconds, images_per_second=engine.items_per_second)
         if engine.saves_trained(folder / "model.safetensors"):
-            save_trained(run)
+            save_trained(run, recipe=training_recipe(cfg))
     return run
 
 
@@ -269,9 +269,11 @@ def _check_split(images, attributes: torch.Tensor, name: str) -> None:
         raise ValueError(f"train_classifier: {name} has {len(images)} images but {len(attributes)} attribute rows")
 
 
-def save_trained(run: ClassifierRun) -> Path:
-    """config.json + model.safetensors + metrics.json in `run.folder` (plus history.json), model files last."""
+def save_trained(run: ClassifierRun, recipe: dict) -> Path:
+    """config.json + model.safetensors + metrics.json + the `recipe` it was trained with (checkpoint.RECIPE_FILE) in
+    `run.folder` (plus history.json), model files last."""
     folder = run.folder
+    write_recipe(folder, recipe)
     atomic_write_json(folder / METRICS, {**run.metrics, "seconds": run.seconds,
                                          "images_per_second": run.images_per_second})
     atomic_write_json(folder / HISTORY, {"train": run.history, "validation": run.validation, "seconds": run.seconds})

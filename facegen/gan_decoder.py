@@ -35,8 +35,8 @@ import torch
 from torch import Tensor, nn
 
 from facegen import metrics
-from facegen.checkpoint import atomic_folder, atomic_write_json
-from facegen.config import Profile, get_profile
+from facegen.checkpoint import atomic_folder, atomic_write_json, write_recipe
+from facegen.config import Profile, get_profile, training_recipe
 from facegen.data.transforms import from_uint8
 from facegen.viz import save_image_grid
 from facegen.vqgan_losses import ColourBlurredInput, NLayerDiscriminator, generator_loss, r1_penalty
@@ -169,7 +169,7 @@ def train_gan_decoder(profile: Profile | None = None, vqvae: VQVAE | None = None
                             history=engine.history, validation=engine.validation, seconds=engine.seconds,
                             images_per_second=engine.items_per_second)
         if engine.saves_trained(folder / MODEL_DIR):
-            save_trained(run)
+            save_trained(run, recipe=training_recipe(cfg))
     return run
 
 
@@ -191,10 +191,12 @@ def recon_pairs(base: VQVAE, tuned: VQVAE, images: Tensor) -> Tensor:
     return torch.cat([x, base.decode_indices(codes).to(x.device), tuned.decode_indices(codes.to(x.device))]).cpu()
 
 
-def save_trained(run: GANDecoderRun) -> Path:
-    """`folder/model` (a complete VQ-VAE with the averaged decoder + base_vqvae.json) and history.json."""
+def save_trained(run: GANDecoderRun, recipe: dict) -> Path:
+    """`folder/model` (a complete VQ-VAE with the averaged decoder + base_vqvae.json + the `recipe` it was trained
+    with) and history.json."""
     with atomic_folder(run.folder / MODEL_DIR) as tmp:
         cpu_copy(run.averaged).save_pretrained(tmp)
+        write_recipe(tmp, recipe)
         (Path(tmp) / BASE_FILE).write_text(json.dumps({"vqvae_fingerprint": run.base_fingerprint}) + "\n")
     atomic_write_json(run.folder / "history.json", {"train": run.history, "validation": run.validation,
                                                      "seconds": run.seconds, "perceptual": run.perceptual})

@@ -6,7 +6,8 @@ and why, and shows a progress bar while it works. Each returns its model on `dev
 there too. A helper only ever builds what is missing: a trained model that no longer fits (stale, unreadable) is
 never replaced behind the user's back; it raises an error naming the folder and the command that retrains it
 (`facegen train-... --restart`). Stale includes trained with settings the profile no longer has (a course
-update that changed them): the VQ-VAE and the GPT record theirs (`config.training_recipe`); the error names each.
+update that changed them): every trained model records its recipe (`config.training_recipe`) in a facegen.json
+beside its weights, and the error names each setting that changed.
 While it trains, a helper holds the artifact folder's lock (`checkpoint.artifact_lock`).
 """
 
@@ -26,7 +27,7 @@ def ensure_vqvae(profile: Profile | None = None, progress: bool = True, device: 
     """The profile's trained VQ-VAE (eval mode), training it first when `artifacts/<profile>/vqvae/model` is missing.
     One trained with other settings (its recorded recipe), or whose record is unreadable, is an `ArtifactError`."""
     from facegen.checkpoint import artifact_lock
-    from facegen.vqvae_training import MODEL_DIR, load_vqvae, saved_recipe, train_vqvae, vqvae_folder
+    from facegen.vqvae_training import MODEL_DIR, load_vqvae, train_vqvae, vqvae_folder
 
     profile = profile or get_profile()
     folder = vqvae_folder(profile)
@@ -38,11 +39,7 @@ def ensure_vqvae(profile: Profile | None = None, progress: bool = True, device: 
         how = f"`facegen train-vqvae --restart --profile {profile.name}`"
     else:  # the CLI trains the profile's own VQ-VAE only
         how = "`facegen.vqvae_training.train_vqvae(profile, resume=False)` with this profile"
-    try:
-        recipe = saved_recipe(folder)
-    except ValueError as error:
-        raise ArtifactError(f"{error}; {_retrain(how)}") from None
-    refuse_other_recipe(recipe, profile.vqvae, f"the VQ-VAE in {folder / MODEL_DIR}", how, profile.name)
+    refuse_other_recipe(folder / MODEL_DIR, profile.vqvae, "VQ-VAE", how, profile.name)
     return load_vqvae(folder, device=device or profile.device)
 
 
@@ -51,14 +48,20 @@ def _retrain(how: str) -> str:
             "a backup")
 
 
-def refuse_other_recipe(recipe: dict | None, section, what: str, how: str, profile_name: str) -> None:
-    """An ArtifactError naming each setting that differs when the model (`what`) was trained with a `recipe` other
-    than the one the profile's `section` now gives (`how` retrains it); a model saved before facegen recorded
-    recipes (None) is not checked."""
+def refuse_other_recipe(folder: Path, section, what: str, how: str, profile_name: str) -> None:
+    """An ArtifactError naming each setting that differs when the `what` model saved in `folder` was trained with a
+    recipe (`checkpoint.saved_recipe`) other than the one the profile's `section` now gives, or when its record is
+    unreadable (`how` retrains it). A model saved before facegen recorded recipes is not checked."""
+    from facegen.checkpoint import saved_recipe
+
+    try:
+        recipe = saved_recipe(folder)
+    except ValueError as error:
+        raise ArtifactError(f"{error}; {_retrain(how)}") from None
     changes = None if recipe is None else changed_settings(recipe, training_recipe(section))
     if changes:
-        raise ArtifactError(f"{what} was trained with settings the {profile_name!r} profile no longer has (trained -> "
-                            f"now: {changes}); {_retrain(how)}")
+        raise ArtifactError(f"the {what} in {folder} was trained with settings the {profile_name!r} profile no longer "
+                            f"has (trained -> now: {changes}); {_retrain(how)}")
 
 
 def ensure_tokens(profile: Profile | None = None, progress: bool = True, device: str | None = None):
@@ -99,8 +102,7 @@ def ensure_gpt(profile: Profile | None = None, progress: bool = True, device: st
         check_gpt_matches_vqvae(loaded.metadata, vqvae)
     except ValueError as error:
         raise ArtifactError(f"the GPT in {folder / MODEL_DIR}: {error}") from None
-    refuse_other_recipe(loaded.metadata.get("recipe"), profile.gpt, f"the GPT in {folder / MODEL_DIR}", retrain,
-                        profile.name)
+    refuse_other_recipe(folder / MODEL_DIR, profile.gpt, "GPT", retrain, profile.name)
     return loaded
 
 
@@ -118,6 +120,8 @@ def ensure_classifier(profile: Profile | None = None, progress: bool = True, dev
             _note(f"training the {profile.name!r} attribute classifier into {folder} (it judges generated faces; "
                   f"{BUILDING})")
             train_classifier(profile, folder=folder, progress=progress)
+    refuse_other_recipe(folder, profile.classifier, "attribute classifier", _TRAINED_WHEN_MISSING.format(folder),
+                        profile.name)
     return load_classifier(folder, device=device or profile.device)
 
 
@@ -133,9 +137,20 @@ def ensure_judge_classifier(profile: Profile | None = None, progress: bool = Tru
     if not (folder / "model.safetensors").is_file():
         with artifact_lock(folder, "the judge classifier"):
             _note(f"training the {profile.name!r} judge classifier into {folder} (an independent judge; {BUILDING})")
-            judge = profile.replace(classifier={"seed": profile.classifier.seed + 1})
-            train_classifier(judge, folder=folder, progress=progress)
+            train_classifier(judge_profile(profile), folder=folder, progress=progress)
+    refuse_other_recipe(folder, judge_profile(profile).classifier, "judge classifier",
+                        _TRAINED_WHEN_MISSING.format(folder), profile.name)
     return load_classifier(folder, device=device or profile.device)
+
+
+def judge_profile(profile: Profile) -> Profile:
+    """The judge classifier's recipe: the profile's classifier from the next seed."""
+    return profile.replace(classifier={"seed": profile.classifier.seed + 1})
+
+
+# the classifiers have no CLI command: the helpers train one when its folder holds none
+_TRAINED_WHEN_MISSING = ("`facegen.classifier.train_classifier(profile, folder, resume=False)` (or delete {} and run "
+                         "again)")
 
 
 def ensure_gan_decoder(profile: Profile | None = None, progress: bool = True, device: str | None = None):
@@ -168,6 +183,8 @@ def ensure_gan_decoder(profile: Profile | None = None, progress: bool = True, de
     if saved != current:
         raise ArtifactError(f"the GAN-tuned decoder in {model_dir} was fine-tuned from VQ-VAE {str(saved)[:12]}, not "
                             f"from the current VQ-VAE {current[:12]}; {redo}")
+    refuse_other_recipe(model_dir, profile.gan_decoder, "GAN-tuned decoder",
+                        f"`facegen train-gan-decoder --restart --profile {profile.name}`", profile.name)
     try:
         return load_gan_decoder(folder, device=device or profile.device)
     except (OSError, ValueError) as error:
@@ -194,4 +211,6 @@ def ensure_vqgan(profile: Profile | None = None, progress: bool = True, device: 
         with artifact_lock(folder, "the small VQGAN"):
             _note(f"training the {profile.name!r} small VQGAN into {folder} ({BUILDING})")
             train_vqgan(profile, classifier=perceptual_classifier(profile, progress), progress=progress)
+    refuse_other_recipe(folder / MODEL_DIR, profile.vqgan, "small VQGAN",
+                        f"`facegen train-vqgan --restart --profile {profile.name}`", profile.name)
     return load_trained_vqgan(folder, device=device or profile.device)

@@ -28,8 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from facegen import metrics
-from facegen.checkpoint import atomic_folder, atomic_write_json
-from facegen.config import Profile, get_profile
+from facegen.checkpoint import atomic_folder, atomic_write_json, write_recipe
+from facegen.config import Profile, get_profile, training_recipe
 from facegen.data.transforms import from_uint8
 from facegen.quantize import kmeans
 from facegen.viz import save_image_grid
@@ -180,7 +180,7 @@ def train_vqgan(profile: Profile | None = None, train_images: Tensor | None = No
                        perceptual=perceptual.name, history=engine.history, validation=engine.validation,
                        seconds=engine.seconds, images_per_second=engine.items_per_second)
         if engine.saves_trained(folder / MODEL_DIR):
-            save_trained(run)
+            save_trained(run, recipe=training_recipe(cfg))
     return run
 
 
@@ -233,10 +233,12 @@ def recon_pairs(model: VQGAN, images: Tensor) -> Tensor:
     return torch.cat([x, recon]).cpu()
 
 
-def save_trained(run: VQGANRun) -> Path:
-    """The model folder (config.json + model.safetensors, for `facegen.vqgan.load_vqgan`) and history.json."""
+def save_trained(run: VQGANRun, recipe: dict) -> Path:
+    """The model folder (config.json + model.safetensors, for `facegen.vqgan.load_vqgan`, and the `recipe` it was
+    trained with) and history.json."""
     with atomic_folder(run.folder / MODEL_DIR) as tmp:
         cpu_copy(run.model).save_pretrained(tmp)
+        write_recipe(tmp, recipe)
     atomic_write_json(run.folder / "history.json", {"train": run.history, "validation": run.validation,
                                                      "seconds": run.seconds, "perceptual": run.perceptual})
     return run.folder / MODEL_DIR

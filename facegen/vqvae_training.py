@@ -10,7 +10,6 @@ Mixed precision (bf16 autocast) is used on CUDA only; the quantizer keeps its di
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from facegen import metrics
-from facegen.checkpoint import atomic_folder, atomic_write_json, load_model_folder
+from facegen.checkpoint import atomic_folder, atomic_write_json, load_model_folder, write_recipe
 from facegen.config import Profile, get_profile, training_recipe
 from facegen.data.transforms import from_uint8
 from facegen.train.engine import Engine, cpu_copy
@@ -27,8 +26,7 @@ from facegen.train.schedule import cosine_with_warmup, warmup_steps
 from facegen.viz import save_image_grid
 from facegen.vqvae import VQVAE
 
-MODEL_DIR = "model"  # save_pretrained folder: config.json + model.safetensors, and RECIPE_FILE
-RECIPE_FILE = "facegen.json"  # {"recipe": the settings the run was trained with (config.training_recipe)}
+MODEL_DIR = "model"  # save_pretrained folder: config.json + model.safetensors, and the recipe (checkpoint.RECIPE_FILE)
 VAL_IMAGES = 512  # validation images scored at each validation (the same ones every time)
 
 
@@ -185,25 +183,12 @@ def save_trained(run: VQVAERun, recipe: dict) -> Path:
     target = run.folder / MODEL_DIR
     with atomic_folder(target) as tmp:
         cpu_copy(run.model).save_pretrained(tmp)
-        atomic_write_json(tmp / RECIPE_FILE, {"recipe": recipe})
+        write_recipe(tmp, recipe)
     atomic_write_json(run.folder / "history.json", {"train": run.history, "validation": run.validation,
                                                      "seconds": run.seconds,
                                                      "images_per_second": run.images_per_second})
     return target
 
-
-
-def saved_recipe(folder: Path) -> dict | None:
-    """The settings the VQ-VAE saved in `folder` (its model/ subfolder) was trained with, or None when it records
-    none (saved before facegen recorded them). An unreadable record is a ValueError naming the file."""
-    path = Path(folder) / MODEL_DIR / RECIPE_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())["recipe"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} is unreadable ({type(error).__name__}: {error}); expected the JSON object "
-                         '{"recipe": {...}} that train_vqvae writes') from None
 
 
 def load_vqvae(folder: Path, device: str = "cpu") -> VQVAE:

@@ -62,3 +62,18 @@ def test_atomic_folder_swaps_in_whole_and_keeps_the_old_one_on_failure(tmp_path)
         (tmp / "b.txt").write_text("second")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary or old folders left
+
+
+def test_a_recipe_round_trips_and_an_unreadable_record_names_its_file(tmp_path):
+    from facegen.checkpoint import RECIPE_FILE, saved_recipe, write_recipe
+
+    assert saved_recipe(tmp_path) is None  # nothing recorded
+    write_recipe(tmp_path, {"lr": 0.002, "levels": [8, 8]})
+    assert saved_recipe(tmp_path) == {"lr": 0.002, "levels": [8, 8]}
+    record = tmp_path / RECIPE_FILE
+    record.write_text('{"format": 1, "profile": "cpu"}')  # a GPT's metadata from before recipes: nothing to check
+    assert saved_recipe(tmp_path) is None
+    for damage in ("{not json", '["a list"]', '{"recipe": 5}'):
+        record.write_text(damage)
+        with pytest.raises(ValueError, match=str(record)):
+            saved_recipe(tmp_path)

@@ -185,6 +185,14 @@ def test_ensure_classifier_trains_once_then_loads(tmp_path, monkeypatch, capsys)
         assert torch.equal(again.state_dict()[key], value), key
     images = bright_top_task(4)[0]
     torch.testing.assert_close(metrics.classifier_outputs(again, images), metrics.classifier_outputs(model, images))
+    from facegen.errors import ArtifactError
+
+    wider = TINY.replace(classifier={"width": TINY.classifier.width * 2})  # the profile changed since: refused
+    with pytest.raises(ArtifactError, match=rf"the attribute classifier in {tmp_path / 'ci' / 'classifier'} was "
+                                            rf"trained with settings the 'ci' profile no longer has \(trained -> now: "
+                                            rf"width {TINY.classifier.width} -> {2 * TINY.classifier.width}\)"):
+        pipeline.ensure_classifier(wider, progress=False)
+    assert capsys.readouterr().out == ""  # and not retrained
 
 
 def test_ensure_judge_classifier_is_another_seed_in_its_own_folder(tmp_path, monkeypatch, capsys):
@@ -202,6 +210,12 @@ def test_ensure_judge_classifier_is_another_seed_in_its_own_folder(tmp_path, mon
         assert torch.equal(judge.state_dict()[key], value), key
     again = pipeline.ensure_judge_classifier(TINY, progress=False)
     assert capsys.readouterr().out == "" and torch.equal(again.head.weight, judge.head.weight)
+    from facegen.errors import ArtifactError
+
+    reseeded = TINY.replace(classifier={"seed": 5})  # the judge's recipe follows the profile's seed: now 6
+    with pytest.raises(ArtifactError, match=rf"judge classifier .* \(trained -> now: seed {TINY.classifier.seed + 1} "
+                                            r"-> 6\)"):
+        pipeline.ensure_judge_classifier(reseeded, progress=False)
 
 
 def test_the_loss_is_fp32_under_bf16_autocast():

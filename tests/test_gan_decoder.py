@@ -3,7 +3,7 @@ import torch
 
 from facegen import metrics
 from facegen.classifier import AttributeClassifier
-from facegen.config import get_profile
+from facegen.config import get_profile, training_recipe
 from facegen.train.engine import SettingsChanged
 from facegen.data.transforms import from_uint8
 from facegen.gan_decoder import (BASE_FILE, GANDecoderRun, decoder_last_layer, freeze_tokens, gan_decoder_folder,
@@ -161,7 +161,7 @@ def test_ensure_gan_decoder_fine_tunes_once_and_never_replaces_it_for_a_new_vqva
         calls.append(vqvae_fingerprint(vqvae))
         run = GANDecoderRun(model=vqvae, averaged=vqvae, discriminator=None, folder=gan_decoder_folder(profile),
                             base_fingerprint=vqvae_fingerprint(vqvae))
-        save_trained(run)
+        save_trained(run, recipe=training_recipe(profile.gan_decoder))
         return run
 
     monkeypatch.setattr(gan_decoder, "train_gan_decoder", fake_train)
@@ -170,6 +170,10 @@ def test_ensure_gan_decoder_fine_tunes_once_and_never_replaces_it_for_a_new_vqva
     assert calls == [first] and "fine-tuning the 'ci' VQ-VAE decoder" in capsys.readouterr().out
     pipeline.ensure_gan_decoder(TINY, progress=False)
     assert calls == [first] and capsys.readouterr().out == ""  # present and current: loaded
+    with pytest.raises(ArtifactError, match=rf"GAN-tuned decoder .* no longer has \(trained -> now: lr "
+                                            rf"{TINY.gan_decoder.lr!r} -> 5e-05\).*`facegen train-gan-decoder "
+                                            r"--restart --profile ci`"):
+        pipeline.ensure_gan_decoder(TINY.replace(gan_decoder={"lr": 5e-5}), progress=False)
     bases["current"] = tiny_vqvae(seed=1)
     with pytest.raises(ArtifactError, match=rf"fine-tuned from VQ-VAE {first[:12]}, not from the current VQ-VAE "
                                             rf"{vqvae_fingerprint(bases['current'])[:12]}.*--restart"):

@@ -3,7 +3,7 @@ import torch
 
 from facegen import metrics
 from facegen.classifier import AttributeClassifier
-from facegen.config import get_profile
+from facegen.config import get_profile, training_recipe
 from facegen.data.transforms import from_uint8
 from facegen.vqgan import VQGAN
 from facegen.vqgan_training import (discriminator_loss, init_codebook, load_trained_vqgan, perceptual_loss_for,
@@ -140,7 +140,7 @@ def test_ensure_vqgan_trains_once_then_loads(tmp_path, monkeypatch, capsys):
         assert classifier is perceptual
         calls.append(profile.name)
         run = training.VQGANRun(model=tiny_vqgan(), discriminator=None, folder=training.vqgan_folder(profile))
-        training.save_trained(run)
+        training.save_trained(run, recipe=training_recipe(profile.vqgan))
         return run
 
     monkeypatch.setattr(training, "train_vqgan", fake_train)
@@ -149,6 +149,12 @@ def test_ensure_vqgan_trains_once_then_loads(tmp_path, monkeypatch, capsys):
     second = ensure_vqgan(TINY, progress=False)
     assert calls == ["ci"] and capsys.readouterr().out == ""  # present: loaded, not retrained
     assert all(torch.equal(second.state_dict()[k], v) for k, v in first.state_dict().items())
+    from facegen.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match=rf"small VQGAN .* \(trained -> now: steps {TINY.vqgan.steps} -> 7\)"
+                                            r".*`facegen train-vqgan --restart --profile ci`"):
+        ensure_vqgan(TINY.replace(vqgan={"steps": 7}), progress=False)
+    assert calls == ["ci"]
 
 
 def test_cli_train_vqgan_reports_the_run(tmp_path, monkeypatch, capsys):
