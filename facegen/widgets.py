@@ -218,8 +218,14 @@ class Explorer:
         from facegen.rerank import sample_best_of  # imported late: the widget module stays light
 
         rest = {key: value for key, value in kwargs.items() if key not in ("n", "attributes", "seed")}
+        rounds = iter(range(1, k + 1))
+
+        def sample_round(*args, **round_kwargs):  # k rounds take k times as long: say which one is running
+            self.status.value = f"{BUSY_DESCRIPTION} round {next(rounds)} of {k}"
+            return self.sample_fn(*args, **round_kwargs)
+
         chosen = sample_best_of(self.model, self.vocab, self.vqvae, self.ranker, [kwargs["attributes"]] * kwargs["n"],
-                                candidates=k, seed=kwargs["seed"], sampler=self.sample_fn, **rest)
+                                candidates=k, seed=kwargs["seed"], sampler=sample_round, **rest)
         return chosen.faces, f", each the best of {k} by the attribute classifier,"
 
     @property

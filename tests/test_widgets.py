@@ -296,6 +296,8 @@ def test_best_of_k_draws_k_rounds_with_the_explorers_sampler_and_shows_the_ranke
     explorer.toggles["Smiling"].value = 0
     torch.testing.assert_close(explorer.generate(), torch.full((4, 3, 32, 32), 0.7))
     assert explorer.status.value.startswith("4 faces, each the best of 3 by the attribute classifier, in ")
+    rounds_shown = [(True, "Generating...", f"Generating... round {r} of 3") for r in (1, 2, 3)]
+    assert sampler.busy_seen == rounds_shown * 2  # two Generates, each saying which round runs
     assert explorer.best_of in explorer.widget.children[2].children  # shown beside the other sliders
 
 
