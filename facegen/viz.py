@@ -53,7 +53,10 @@ def plot_vqvae_training(history: list[dict], validation: list[dict]):
 def plot_gpt_training(history: list[dict], validation: list[dict], baselines: dict[str, float] | None = None,
                       smooth: int = 20):
     """GPT training curves in nats per image token: the training loss (raw and a `smooth`-step moving average) and
-    the validation loss, with horizontal lines for `baselines` such as {"unigram": 6.13, "ln K": 6.24}."""
+    the validation loss, with horizontal lines for `baselines` such as {"unigram": 6.13, "ln K": 6.24}. When the run
+    saved its weights' moving average (`train_gpt` with `ema_decay`: its last validation row has
+    `last_step_val_loss`), the validation points score that average and say so, and the last step's own weights get
+    a marker of their own."""
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -64,8 +67,12 @@ def plot_gpt_training(history: list[dict], validation: list[dict], baselines: di
     if len(loss) >= smooth:
         ax.plot(steps[smooth - 1:], np.convolve(loss, np.ones(smooth) / smooth, mode="valid"), color="tab:blue",
                 label=f"training (mean of {smooth} steps)")
+    averaged = bool(validation) and "last_step_val_loss" in validation[-1]
     ax.plot([v["step"] for v in validation], [v["val_loss"] for v in validation], "o-", color="tab:red",
-            label="validation")
+            label="validation, the weights' moving average" if averaged else "validation")
+    if averaged:
+        ax.plot([validation[-1]["step"]], [validation[-1]["last_step_val_loss"]], "x", color="tab:red", ms=8,
+                label="validation, the last step's weights")
     for (name, value), style in zip((baselines or {}).items(), ("--", ":", "-.")):
         ax.axhline(value, ls=style, color="grey", label=f"{name} baseline ({value:.2f})")
     ax.set_xlabel("optimizer step")

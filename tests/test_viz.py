@@ -45,3 +45,15 @@ def test_plot_gpt_training_draws_losses_moving_average_and_baselines():
     assert list(val.get_ydata()) == [0.7, 0.4]
     assert list(unigram.get_ydata()) == [6.0, 6.0] and list(uniform.get_ydata()) == [6.2, 6.2]
     assert "unigram baseline (6.00)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_plot_gpt_training_says_when_the_validation_points_score_the_weights_average():
+    history = [{"step": s, "loss": 1.0} for s in range(1, 7)]
+    validation = [{"step": 3, "val_loss": 0.7}, {"step": 6, "val_loss": 0.4, "last_step_val_loss": 0.45}]
+    fig = plot_gpt_training(history, validation, smooth=2)
+    *_, val, last = fig.axes[0].lines
+    assert list(val.get_ydata()) == [0.7, 0.4] and list(last.get_xdata()) == [6] and list(last.get_ydata()) == [0.45]
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels[-2:] == ["validation, the weights' moving average", "validation, the last step's weights"]
+    plain = plot_gpt_training(history, [{"step": 6, "val_loss": 0.4}], smooth=2)  # a run without averaging
+    assert [t.get_text() for t in plain.axes[0].get_legend().get_texts()][-1] == "validation"
