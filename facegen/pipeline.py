@@ -120,7 +120,7 @@ def ensure_classifier(profile: Profile | None = None, progress: bool = True, dev
             _note(f"training the {profile.name!r} attribute classifier into {folder} (it judges generated faces; "
                   f"{BUILDING})")
             train_classifier(profile, folder=folder, progress=progress)
-    refuse_other_recipe(folder, profile.classifier, "attribute classifier", _TRAINED_WHEN_MISSING.format(folder),
+    refuse_other_recipe(folder, profile.classifier, "attribute classifier", _retrain_classifier(folder),
                         profile.name)
     return load_classifier(folder, device=device or profile.device)
 
@@ -138,8 +138,8 @@ def ensure_judge_classifier(profile: Profile | None = None, progress: bool = Tru
         with artifact_lock(folder, "the judge classifier"):
             _note(f"training the {profile.name!r} judge classifier into {folder} (an independent judge; {BUILDING})")
             train_classifier(judge_profile(profile), folder=folder, progress=progress)
-    refuse_other_recipe(folder, judge_profile(profile).classifier, "judge classifier",
-                        _TRAINED_WHEN_MISSING.format(folder), profile.name)
+    refuse_other_recipe(folder, judge_profile(profile).classifier, "judge classifier", _retrain_classifier(folder),
+                        profile.name)
     return load_classifier(folder, device=device or profile.device)
 
 
@@ -148,9 +148,9 @@ def judge_profile(profile: Profile) -> Profile:
     return profile.replace(classifier={"seed": profile.classifier.seed + 1})
 
 
-# the classifiers have no CLI command: the helpers train one when its folder holds none
-_TRAINED_WHEN_MISSING = ("`facegen.classifier.train_classifier(profile, folder, resume=False)` (or delete {} and run "
-                         "again)")
+def _retrain_classifier(folder: Path) -> str:
+    """How to retrain a classifier: there is no CLI command, but its helper trains one where the folder holds none."""
+    return f"this helper once its folder is gone (move {folder} aside and run again)"
 
 
 def ensure_gan_decoder(profile: Profile | None = None, progress: bool = True, device: str | None = None):
