@@ -167,8 +167,10 @@ class Engine:
         back logged values every `log_every` steps, and writes a checkpoint every `val_every` steps (when the
         trainer has just appended its validation row) and where the run stops."""
         began = time.perf_counter()
-        bar = tqdm(total=self.total, initial=self.start, desc=self.name, unit="step",  # no bar with nothing to run
-                   disable=not (self.progress and self.is_main) or self.start >= self.end)
+        # smoothing=0: the rate shown is the run's average. tqdm's default moving average jumps after every
+        # validation (one step's interval holds it) and ended a 6-minute run of 0.11 s steps reading "1.71s/step".
+        bar = tqdm(total=self.total, initial=self.start, desc=self.name, unit="step", smoothing=0,
+                   disable=not (self.progress and self.is_main) or self.start >= self.end)  # no bar with nothing to run
         # steady speed: from the start of the `warm`-th step of this call to the start of its last one (two device
         # syncs in all), leaving out warm-up (allocator, kernel choice, torch.compile) and the last validation
         warm, last = self.start + min(5, (self.end - self.start) // 4), self.end - 1
