@@ -358,6 +358,11 @@ def test_the_explorer_generates_with_models_on_the_device():
         result = explorer.generate()
         assert result is not None, explorer.status.value
         assert result.device.type == "cpu" and len(explorer.faces.value) > 0
+        ranked = Explorer(model, VOCAB, vqvae, batch_size=4, ranker=tiny_classifier().to("cuda").eval())
+        ranked.best_of.value, ranked.toggles["Smiling"].value = 2, 1  # best of 2, ranked on the device
+        result = ranked.generate()
+        assert result is not None and "each the best of 2" in ranked.status.value, ranked.status.value
+        assert result.device.type == "cpu" and result.shape == (4, 3, 32, 32)
 
 
 # ============================================================================================ GPT and tokenizing
