@@ -1,7 +1,7 @@
 """What the GPT achieves on each tokenizer's tokens: the profile's GPT trained on VQ and on FSQ tokens, judged alike.
 
     python benchmarks/bench_tokenizer_gpt.py [--profile cpu] [--quantizers vq fsq] [--requests 500] [--scale 3]
-        [--gpt-seed K] [--codebook-size K]
+        [--gpt-seed K] [--gpt-steps N] [--codebook-size K]
 
 For each quantizer the profile's VQ-VAE with that bottleneck (`profile.replace(vqvae={"quantizer": ...})`), the
 dataset tokenized by it and the profile's GPT trained on those tokens are built where missing, exactly as the
@@ -20,7 +20,9 @@ tokenizer:
 
 `--gpt-seed K` (K other than the profile's `gpt.seed`) trains a second GPT per tokenizer from seed K, same recipe and
 tokens, into artifacts/bench-tokenizer-gpt/<profile>/gpt-<quantizer>-seed<K> (loaded if finished), and judges it the
-same way: how much of a difference between tokenizers is the GPT run's luck.
+same way: how much of a difference between tokenizers is the GPT run's luck. `--gpt-steps N` (N other than the
+profile's `gpt.steps`) does the same with a GPT trained for N steps, the learning-rate schedule stretched to them
+(folders and files named ...-steps<N>; with `--gpt-seed`, both): what more compute than notebook 05's buys.
 
 `--codebook-size K` gives the VQ-VAE K codes instead of the profile's number. Its folders are named like the
 profile's (artifacts/<profile>/vqvae, tokens, gpt), so run it with FACEGEN_ARTIFACTS pointing at another root, where
@@ -61,6 +63,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--scale", type=float, default=3.0)
     parser.add_argument("--gpt-seed", type=int, default=None, help="train and judge GPTs from this seed instead")
+    parser.add_argument("--gpt-steps", type=int, default=None, help="train and judge GPTs of this many steps instead")
     parser.add_argument("--codebook-size", type=int, default=None, help="the VQ-VAE's number of codes")
     parser.add_argument("--out", type=Path, default=None, help="default: artifacts/bench-tokenizer-gpt/<profile>")
     args = parser.parse_args()
@@ -84,18 +87,22 @@ def main() -> None:
           f"present; Frechet floor (test vs train, judge features) {floor[0]:.1f} "
           f"[{floor[1][0]:.1f}, {floor[1][1]:.1f}]", flush=True)
 
-    other_seed = args.gpt_seed is not None and args.gpt_seed != base.gpt.seed
-    suffix = f"-seed{args.gpt_seed}" if other_seed else ""
+    other = {}  # the GPT's settings that differ from the profile's: its own folder, never the profile's GPT
+    if args.gpt_seed is not None and args.gpt_seed != base.gpt.seed:
+        other["seed"] = args.gpt_seed
+    if args.gpt_steps is not None and args.gpt_steps != base.gpt.steps:
+        other["steps"] = args.gpt_steps
+    suffix = "".join(f"-{key}{value}" for key, value in other.items())
     results, grids = {}, [from_uint8(test_images[:16])]
     for quantizer in args.quantizers:
         profile = base.replace(vqvae={"quantizer": quantizer})
         started = time.perf_counter()
         loaded = ensure_gpt(profile, device="cpu")
         folder = gpt_folder(profile)
-        if other_seed:  # the same recipe and tokens, another seed: its own folder, never the profile's GPT
-            folder = out / f"gpt-{quantizer}-seed{args.gpt_seed}"
+        if other:  # the same recipe and tokens, another seed or length: its own folder
+            folder = out / f"gpt-{quantizer}{suffix}"
             if not (folder / MODEL_DIR).exists():
-                train_gpt(profile.replace(gpt={"seed": args.gpt_seed}), splits=ensure_tokens(profile, device="cpu"),
+                train_gpt(profile.replace(gpt=other), splits=ensure_tokens(profile, device="cpu"),
                           folder=folder, vqvae_fingerprint=loaded.metadata["vqvae"]["fingerprint"])
             loaded = load_gpt(folder, device="cpu")
         built = time.perf_counter() - started
@@ -140,7 +147,7 @@ def main() -> None:
     png = save_image_grid(torch.cat(grids), out / f"faces{suffix}.png", nrow=16)
     (out / f"results{suffix}.json").write_text(json.dumps({
         "profile": base.name, "requests": n, "scale": args.scale, "seed": 1, "machine": describe_machine(),
-        "gpt_seed": args.gpt_seed if other_seed else base.gpt.seed,
+        "gpt_seed": other.get("seed", base.gpt.seed), "gpt_steps": other.get("steps", base.gpt.steps),
         "date": time.strftime("%Y-%m-%d"), "real": real, "floor": floor, "results": results}, indent=1, default=str))
     print(f"\nwrote {png} (rows: test faces 0-15, then one row per quantizer: {', '.join(args.quantizers)}) and "
           f"{out / f'results{suffix}.json'}")
