@@ -172,8 +172,8 @@ def ensure_gan_decoder(profile: Profile | None = None, progress: bool = True, de
             _note(f"fine-tuning the {profile.name!r} VQ-VAE decoder with the VQGAN losses into {folder} ({BUILDING})")
             train_gan_decoder(profile, vqvae=vqvae, classifier=perceptual_classifier(profile, progress),
                               progress=progress)
-    redo = (f"facegen does not replace a trained model by itself: fine-tune it again with "
-            f"`facegen train-gan-decoder --restart --profile {profile.name}`")
+    command = f"`facegen train-gan-decoder --restart --profile {profile.name}`"
+    redo = f"facegen does not replace a trained model by itself: fine-tune it again with {command}"
     current = vqvae_fingerprint(vqvae)
     try:
         saved = json.loads((model_dir / BASE_FILE).read_text()).get("vqvae_fingerprint")
@@ -183,8 +183,7 @@ def ensure_gan_decoder(profile: Profile | None = None, progress: bool = True, de
     if saved != current:
         raise ArtifactError(f"the GAN-tuned decoder in {model_dir} was fine-tuned from VQ-VAE {str(saved)[:12]}, not "
                             f"from the current VQ-VAE {current[:12]}; {redo}")
-    refuse_other_recipe(model_dir, profile.gan_decoder, "GAN-tuned decoder",
-                        f"`facegen train-gan-decoder --restart --profile {profile.name}`", profile.name)
+    refuse_other_recipe(model_dir, profile.gan_decoder, "GAN-tuned decoder", command, profile.name)
     try:
         return load_gan_decoder(folder, device=device or profile.device)
     except (OSError, ValueError) as error:
